@@ -1,0 +1,1 @@
+"""MLflow runs -> ablation tables and figures."""

@@ -1,0 +1,1 @@
+"""Hydra entry point `python -m experiments.run` and its config tree."""

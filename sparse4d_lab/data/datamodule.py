@@ -1,0 +1,82 @@
+"""Lightning DataModule over the synthetic warehouse: cache once, then temporal batches per split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader
+
+from .config import CLASSES, WarehouseConfig
+from .dataset import SequenceDataset, collate
+from .sampler import TemporalBatchSampler
+from .synthetic import ensure_dataset, load_split
+
+
+class WarehouseDataModule(pl.LightningDataModule):
+    """Train batches shuffle clips and pad slots (full batches, equal steps per rank); val/test walk in order."""
+
+    classes = CLASSES
+
+    def __init__(
+        self,
+        config: WarehouseConfig,
+        batch_size: int = 2,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        clip_len: int | None = None,
+        seed: int = 0,
+        cache_dir: str | Path | None = None,
+    ):
+        super().__init__()
+        self.config = config
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers, self.clip_len, self.seed, self.cache_dir = num_workers, clip_len, seed, cache_dir
+        self.datasets: dict[str, SequenceDataset] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def prepare_data(self) -> None:
+        ensure_dataset(self.config, self.cache_dir)
+
+    def dataset(self, split: str) -> SequenceDataset:
+        if split not in self.datasets:
+            self.datasets[split] = SequenceDataset(load_split(self.config, split, self.cache_dir))
+        return self.datasets[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for split in splits.get(stage or "fit", ("train", "val", "test")):
+            self.dataset(split)
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        data = self.dataset(split)
+        trainer = getattr(self, "trainer", None)
+        sampler = TemporalBatchSampler(
+            data.lengths,
+            self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            seed=self.seed,
+            pad=train,
+            clip_len=self.clip_len if train else None,
+            num_replicas=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0,
+        )
+        return DataLoader(
+            data,
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)

@@ -1,0 +1,207 @@
+"""The synthetic multi-camera warehouse data set: generate, render, cache on disk, load.
+
+The cache lives in ``<cache_dir>/warehouse-<config digest>/``: one ``.npz`` per scene and a ``manifest.json``
+written last with every file's SHA-256. A cache whose manifest is missing or whose files do not match it is
+rebuilt, never used. Builds happen in a temporary folder renamed into place, under a file lock, so concurrent jobs
+(a study's workers, DDP ranks) build once and never see a half-written cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import zipfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import FORMAT_VERSION, SPLITS, WarehouseConfig
+from .render import depth_map, finish_image, make_camera, render_background, render_frame
+from .scene import DISTRACTOR_KINDS, make_scene
+
+log = logging.getLogger(__name__)
+CACHE_ENV = "SPARSE4D_LAB_CACHE"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "sparse4d_lab"))
+
+
+@dataclass
+class SceneData:
+    """One rendered scene as arrays. Per-frame ground truth is flat, frame ``t`` owning rows
+    ``frame_offsets[t]:frame_offsets[t + 1]``."""
+
+    name: str
+    images: np.ndarray  # [T, N, H, W, 3] uint8
+    projection: np.ndarray  # [N, 4, 4] world -> image
+    intrinsics: np.ndarray  # [N, 4, 4]
+    extrinsics: np.ndarray  # [N, 4, 4]
+    image_wh: np.ndarray  # [N, 2]
+    timestamps: np.ndarray  # [T]
+    frame_offsets: np.ndarray  # [T + 1]
+    boxes: np.ndarray  # [S, 10]
+    labels: np.ndarray  # [S]
+    ids: np.ndarray  # [S]
+    visibility: np.ndarray  # [S, N]
+    distractor_boxes: np.ndarray  # [K, 10]
+    distractor_kinds: np.ndarray  # [K] index into DISTRACTOR_KINDS
+    room_size: np.ndarray  # [2]
+    depth: np.ndarray | None = None  # [T, N, H, W] uint16 millimetres to the image plane
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.timestamps)
+
+    def frame_slice(self, t: int) -> slice:
+        return slice(int(self.frame_offsets[t]), int(self.frame_offsets[t + 1]))
+
+
+def render_scene(cfg: WarehouseConfig, split: str, index: int) -> SceneData:
+    """Generate and render one scene; a pure function of its arguments."""
+    scene = make_scene(cfg, split, index)
+    cameras = [make_camera(k, e, scene.image_wh) for k, e in zip(scene.intrinsics, scene.extrinsics, strict=True)]
+    backgrounds = [render_background(scene, cam) for cam in cameras]
+    noise_rng = np.random.default_rng([cfg.seed, SPLITS.index(split), index, 1])
+    T, N = cfg.frames_per_scene, cfg.num_cameras
+    w, h = cfg.image_size
+    images = np.zeros((T, N, h, w, 3), dtype=np.uint8)
+    depth = np.zeros((T, N, h, w), dtype=np.uint16) if cfg.with_depth else None
+    boxes, labels, ids, visibility, offsets = [], [], [], [], [0]
+    for t in range(T):
+        alive = np.flatnonzero(scene.present[t])
+        frame_boxes = scene.boxes[t, alive]
+        bodies = [scene.objects[i] for i in alive]
+        vis = np.zeros((len(alive), N))
+        for n, (cam, background) in enumerate(zip(cameras, backgrounds, strict=True)):
+            canvas, vis[:, n] = render_frame(scene, cam, background, frame_boxes, bodies)
+            images[t, n] = finish_image(canvas, noise_rng, cfg.noise_std)
+            if depth is not None:
+                depth[t, n] = np.clip(np.round(depth_map(canvas, cam) * 1000.0), 0, 65535).astype(np.uint16)
+        boxes.append(frame_boxes)
+        labels.append(scene.labels[alive])
+        ids.append(scene.ids[alive])
+        visibility.append(vis)
+        offsets.append(offsets[-1] + len(alive))
+    distractors = [d.box for d in scene.distractors]
+    return SceneData(
+        name=scene.name,
+        images=images,
+        projection=scene.projection,
+        intrinsics=scene.intrinsics,
+        extrinsics=scene.extrinsics,
+        image_wh=np.tile(np.asarray(cfg.image_size, dtype=np.float64), (N, 1)),
+        timestamps=scene.timestamps,
+        frame_offsets=np.asarray(offsets, dtype=np.int64),
+        boxes=np.concatenate(boxes).reshape(-1, 10),
+        labels=np.concatenate(labels).astype(np.int64),
+        ids=np.concatenate(ids).astype(np.int64),
+        visibility=np.concatenate(visibility).reshape(-1, N),
+        distractor_boxes=np.stack(distractors) if distractors else np.zeros((0, 10)),
+        distractor_kinds=np.array([DISTRACTOR_KINDS.index(k) for k in scene.distractor_kinds], dtype=np.int64),
+        room_size=np.asarray(scene.room_size, dtype=np.float64),
+        depth=depth,
+    )
+
+
+def _save(data: SceneData, path: Path) -> None:
+    arrays = {k: v for k, v in vars(data).items() if isinstance(v, np.ndarray)}
+    with open(path, "wb") as f:
+        np.savez(f, name=np.array(data.name), **arrays)
+
+
+def _load(path: Path) -> SceneData:
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    return SceneData(name=str(arrays.pop("name")), **arrays)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _verify(root: Path, cfg: WarehouseConfig) -> bool:
+    """True only if the manifest matches this config and every file matches its recorded hash."""
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+        if manifest.get("format") != FORMAT_VERSION or manifest.get("digest") != cfg.digest():
+            return False
+        expected = {f"{s}_{i:04d}.npz" for s, n in cfg.scenes.items() for i in range(n)}
+        files = manifest["files"]
+        return set(files) == expected and all(_sha256(root / name) == digest for name, digest in files.items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build_one(cfg: WarehouseConfig, split: str, index: int, folder: Path) -> tuple[str, str]:
+    name = f"{split}_{index:04d}.npz"
+    _save(render_scene(cfg, split, index), folder / name)
+    return name, _sha256(folder / name)
+
+
+def _build_parallel(cfg: WarehouseConfig, jobs: list[tuple[str, int]], folder: Path, workers: int | None):
+    """Scenes are independent pure functions, so rendering them in parallel changes no byte."""
+    workers = min(workers or os.cpu_count() or 1, len(jobs))
+    if workers <= 1:
+        return [_build_one(cfg, split, index, folder) for split, index in jobs]
+    # spawn, not fork: forking a process that already ran torch's thread pools can deadlock.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_build_one, *zip(*[(cfg, s, i, folder) for s, i in jobs], strict=True)))
+
+
+def ensure_dataset(cfg: WarehouseConfig, cache_dir: str | Path | None = None, workers: int | None = None) -> Path:
+    """Return the folder of a verified cache for ``cfg``, building (or rebuilding) it if needed.
+
+    ``workers`` processes render scenes in parallel (default: one per CPU core).
+    """
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    root = cache / f"warehouse-{cfg.digest()}"
+    with _locked(cache / f"warehouse-{cfg.digest()}.lock"):
+        if root.exists() and _verify(root, cfg):
+            return root
+        if root.exists():
+            log.warning("cache %s is corrupt or partial: rebuilding it", root)
+            shutil.rmtree(root)
+        tmp = cache / f".tmp-warehouse-{cfg.digest()}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        jobs = [(split, i) for split in SPLITS for i in range(cfg.scenes.get(split, 0))]
+        files = dict(_build_parallel(cfg, jobs, tmp, workers))
+        manifest = {"format": FORMAT_VERSION, "digest": cfg.digest(), "config": cfg.to_dict(), "files": files}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        tmp.rename(root)
+        return root
+
+
+def load_split(cfg: WarehouseConfig, split: str, cache_dir: str | Path | None = None) -> list[SceneData]:
+    """All scenes of one split, from a verified cache."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    root = ensure_dataset(cfg, cache_dir)
+    try:
+        return [_load(root / f"{split}_{i:04d}.npz") for i in range(cfg.scenes.get(split, 0))]
+    except (OSError, ValueError, zipfile.BadZipFile) as err:  # changed on disk after verification
+        raise RuntimeError(f"cache {root} became unreadable ({err}); delete it to rebuild") from err

@@ -1,0 +1,1 @@
+"""Sparse4D v3 in plain PyTorch."""

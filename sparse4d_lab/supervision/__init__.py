@@ -1,0 +1,1 @@
+"""Matching, classification schemes (the arms of a study) and box/quality losses."""

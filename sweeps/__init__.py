@@ -1,0 +1,1 @@
+"""Optuna sweeps over an arm's knobs."""
