@@ -1,0 +1,50 @@
+"""What the model hands to the supervision and to post-processing: the contract between the two halves.
+
+The model knows nothing of the arm that trains it beyond the logit count (``C`` or ``C + 1``), the score function
+its classification scheme uses at inference, and an optional query generator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+
+@dataclass
+class LayerOutput:
+    """Predictions of one decoder layer for ``Q`` queries."""
+
+    cls: Tensor  # [B, Q, K] classification logits, K = C or C + 1
+    anchor: Tensor  # [B, Q, 11] refined anchors; boxes via geometry.anchor_to_box
+    quality: Tensor | None = None  # [B, Q, 2] logits of (centerness, yawness), None if the layer has no quality head
+
+
+@dataclass
+class Denoising:
+    """Noisy copies of the ground truth run through the decoder beside the normal queries (kept apart by a mask).
+
+    Queries are padded to a common count ``Q_dn`` over the batch; ``valid`` marks the real ones.
+    """
+
+    layers: list[LayerOutput]  # per decoder layer, [B, Q_dn, ...]
+    gt_index: Tensor  # [B, Q_dn] long: index into the slot's gt list of the GT each copy was made from, -1 for padding
+    positive: Tensor  # [B, Q_dn] bool: a positive copy (learn the GT) or a negative one (learn background)
+    valid: Tensor  # [B, Q_dn] bool
+    group: Tensor  # [B, Q_dn] long: denoising group of each copy
+
+
+@dataclass
+class ModelOutput:
+    """Everything one forward pass produced for a batch of frames."""
+
+    layers: list[LayerOutput]  # per decoder layer, normal queries only
+    denoising: Denoising | None  # None outside training or without ground truth
+    instance_feature: Tensor  # [B, Q, D] after the last layer
+    temporal: Tensor  # [B, Q] bool: the query was propagated from the previous frame by the instance bank
+    anchor_slot: Tensor  # [B, Q] long: the anchor (query slot) a query started from, for query-utilisation stats
+    aux_losses: dict[str, Tensor] = field(default_factory=dict)  # e.g. PaQ pattern diversity, dense depth
+
+    @property
+    def final(self) -> LayerOutput:
+        return self.layers[-1]

@@ -1,0 +1,36 @@
+"""``vfl``: RT-DETR's varifocal loss; the positive target is the IoU of the matched pair (detached).
+
+Each class column is a binary task with target ``iou`` on the GT class of a positive and 0 elsewhere; negatives are
+weighted ``alpha * p^gamma`` (RT-DETR: alpha 0.75, gamma 2), positives by their target. Background and denoising
+negative rows are all-zero one-hot, so every class of an unmatched query is pushed down.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import register
+from .focal import FocalScheme
+
+
+@register("vfl")
+class VariFocal(FocalScheme):
+    unmatched_gradient = "negative on every class, weighted alpha * p^gamma"
+    needs_iou = True
+
+    def __init__(self, num_classes: int, loss_weight: float = 2.0, alpha: float = 0.75, gamma: float = 2.0):
+        super().__init__(num_classes, loss_weight, alpha, gamma)
+
+    def targets(self, labels: Tensor) -> Tensor:
+        """Class rows used for the one-hot (overridden by the clamped variant)."""
+        return labels
+
+    def loss(self, logits: Tensor, labels: Tensor, avg_factor: float, iou: Tensor | None = None) -> Tensor:
+        if iou is None:
+            raise ValueError(f"{self.name} needs the IoU of every positive with its GT")
+        one_hot = self.one_hot(self.targets(labels))
+        target = one_hot * iou.detach().clamp(0, 1).unsqueeze(-1)
+        weight = self.alpha * logits.sigmoid().detach().pow(self.gamma) * (1 - one_hot) + target
+        loss = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="none")
+        return self.loss_weight * loss.sum() / max(avg_factor, 1.0)
