@@ -28,7 +28,9 @@ class Denoising:
     """
 
     layers: list[LayerOutput]  # per decoder layer, [B, Q_dn, ...]
-    gt_index: Tensor  # [B, Q_dn] long: index into the slot's gt list of the GT each copy was made from, -1 for padding
+    # [B, Q_dn] long: index into the slot's gt list of the GT each copy was made from (for a positive: the GT it must
+    # learn, which the Hungarian match of copies to GT may have changed, as upstream), -1 for padding
+    gt_index: Tensor
     positive: Tensor  # [B, Q_dn] bool: a positive copy (learn the GT) or a negative one (learn background)
     valid: Tensor  # [B, Q_dn] bool
     group: Tensor  # [B, Q_dn] long: denoising group of each copy
@@ -41,9 +43,12 @@ class ModelOutput:
     layers: list[LayerOutput]  # per decoder layer, normal queries only
     denoising: Denoising | None  # None outside training or without ground truth
     instance_feature: Tensor  # [B, Q, D] after the last layer
+    # temporal and anchor_slot describe the query order of the layers from the first temporal one on (the final
+    # layer's order); the single-frame layers before see the fresh queries in anchor order
     temporal: Tensor  # [B, Q] bool: the query was propagated from the previous frame by the instance bank
     anchor_slot: Tensor  # [B, Q] long: the anchor (query slot) a query started from, for query-utilisation stats
     aux_losses: dict[str, Tensor] = field(default_factory=dict)  # e.g. PaQ pattern diversity, dense depth
+    instance_ids: Tensor | None = None  # [B, Q] long tracking ids from the instance bank, -1 = no id (not confident)
 
     @property
     def final(self) -> LayerOutput:

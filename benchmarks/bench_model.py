@@ -1,0 +1,136 @@
+"""Sparse4D model: training-step time (forward + dummy loss + backward), peak memory, inference frames per second.
+
+Target on a 2-core CPU for the default (tiny) config at batch 2 x 4 cameras of 176 x 96: a training step under
+150 ms and under 2 GB. Inputs are random images seen by a ring of cameras around a 16 m x 12 m room with 9 boxes
+per slot (the synthetic warehouse's maximum), so denoising and the instance bank run as in training.
+Run: ``python benchmarks/bench_model.py [--preset tiny|tao_r101] [--set field=value ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import math
+import resource
+import statistics
+import time
+
+import torch
+
+from sparse4d_lab import geometry
+from sparse4d_lab.model import Sparse4D, tao_r101, tiny
+
+
+def make_batch(batch_size: int, cameras: int, width: int, height: int, frame: int, boxes: int) -> dict:
+    """One frame per slot: cameras on an ellipse looking at the room centre, boxes on the floor moving at 1 m/s."""
+    mats = []
+    for n in range(cameras):
+        angle = 2 * math.pi * n / cameras
+        position = torch.tensor([7.5 * math.cos(angle), 5.5 * math.sin(angle), 4.0], dtype=torch.float64)
+        extrinsic = geometry.look_at_extrinsic(position, torch.tensor([0.0, 0.0, 0.5], dtype=torch.float64))
+        mats.append(geometry.intrinsic_matrix(0.5 * width, 0.5 * width, width / 2, height / 2) @ extrinsic)
+    projection = torch.stack(mats).float().expand(batch_size, -1, -1, -1)
+    generator = torch.Generator().manual_seed(0)
+    gt_boxes, gt_labels = [], []
+    for _ in range(batch_size):
+        xy = torch.rand(boxes, 2, generator=generator) * torch.tensor([12.0, 8.0]) - torch.tensor([6.0, 4.0])
+        box = torch.zeros(boxes, geometry.BOX_DIM)
+        box[:, :2] = xy + 0.1 * frame
+        box[:, geometry.Z], box[:, geometry.L : geometry.H + 1] = 0.9, torch.tensor([0.5, 0.6, 1.8])
+        box[:, geometry.VX] = 1.0
+        gt_boxes.append(box)
+        gt_labels.append(torch.randint(0, 4, (boxes,), generator=generator))
+    return {
+        "img": torch.rand(batch_size, cameras, 3, height, width, generator=generator),
+        "projection_mat": projection,
+        "image_wh": torch.tensor([width, height], dtype=torch.float32).expand(batch_size, cameras, 2),
+        "timestamp": torch.full((batch_size,), 0.1 * frame, dtype=torch.float64),
+        "ego_pose": torch.eye(4).expand(batch_size, 4, 4),
+        "is_first": torch.full((batch_size,), frame == 0),
+        "gt_boxes": gt_boxes,
+        "gt_labels": gt_labels,
+    }
+
+
+def dummy_loss(output) -> torch.Tensor:
+    """Touches every output a real loss uses (all layers, denoising, quality, auxiliary losses)."""
+    layers = list(output.layers) + (list(output.denoising.layers) if output.denoising is not None else [])
+    total = sum(layer.cls.sigmoid().mean() + layer.anchor.abs().mean() for layer in layers)
+    total = total + sum(layer.quality.mean() for layer in layers if layer.quality is not None)
+    return total + sum(output.aux_losses.values())
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def parse_overrides(items: list[str]) -> dict:
+    overrides = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[key] = value
+    return overrides
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=["tiny", "tao_r101"], default="tiny")
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="config overrides")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--cameras", type=int, default=4)
+    parser.add_argument("--size", type=int, nargs=2, default=(176, 96), metavar=("W", "H"))
+    parser.add_argument("--boxes", type=int, default=9, help="GT boxes per slot")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    config = (tiny if args.preset == "tiny" else tao_r101)(**parse_overrides(args.set))
+    model = Sparse4D(config)
+    params = sum(p.numel() for p in model.parameters())
+    print(
+        f"config {args.preset} {args.set or ''}: {params / 1e6:.2f} M parameters "
+        f"({sum(p.numel() for p in model.backbone.parameters()) / 1e6:.2f} M backbone)"
+    )
+    w, h = args.size
+    frames = [make_batch(args.batch_size, args.cameras, w, h, t, args.boxes) for t in range(4)]
+    rss_before = peak_rss_mb()
+
+    model.train()
+    times = []
+    for step in range(args.steps + 3):
+        batch = frames[step % len(frames)]
+        start = time.perf_counter()
+        model.zero_grad(set_to_none=True)
+        dummy_loss(model(batch)).backward()
+        if step >= 3:  # warm-up: allocator, first-frame bank state
+            times.append(time.perf_counter() - start)
+    rss_train = peak_rss_mb()
+    print(
+        f"training step (forward + backward), batch {args.batch_size} x {args.cameras} cameras of {w} x {h}: "
+        f"median {statistics.median(times) * 1e3:.0f} ms, best {min(times) * 1e3:.0f} ms over {len(times)} steps "
+        f"(target < 150 ms)"
+    )
+    print(f"peak RSS {rss_train:.0f} MB (before training {rss_before:.0f} MB; target < 2048 MB)")
+
+    model.eval()
+    times = []
+    with torch.no_grad():
+        for step in range(args.steps + 3):
+            batch = frames[step % len(frames)]
+            start = time.perf_counter()
+            model.post_process(model(batch))
+            if step >= 3:
+                times.append(time.perf_counter() - start)
+    per_batch = statistics.median(times)
+    print(
+        f"inference (forward + post-processing, no grad): median {per_batch * 1e3:.0f} ms per batch = "
+        f"{args.batch_size / per_batch:.1f} frames/s ({args.cameras} cameras each)"
+    )
+
+
+if __name__ == "__main__":
+    main()
