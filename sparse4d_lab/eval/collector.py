@@ -1,0 +1,175 @@
+"""Collects a model's outputs over an evaluation pass and turns them into every metric of a study's table.
+
+Per frame it keeps the ground truth, the post-processed detections with their tracking ids, every query's score
+with whether the matcher gave it a GT, and the anchor slots of matched and surviving queries.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .detection import evaluate_detection
+from .false_positives import false_positive_report, query_score_distribution
+from .queries import query_utilisation
+from .records import Detections, Tracks
+from .tracking import evaluate_tracking
+
+
+def _np(x: torch.Tensor) -> np.ndarray:
+    return x.detach().float().cpu().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
+
+
+class EvalCollector:
+    """``update`` once per evaluation batch, ``compute`` at the end of the pass, ``reset`` before the next."""
+
+    def __init__(
+        self,
+        classes: Sequence[str],
+        fp_thresholds: Sequence[float] = (0.05, 0.3, 0.5),
+        track_min_score: float = 0.3,
+        num_queries: int | None = None,
+        high_confidence: float = 0.5,
+    ):
+        self.classes = list(classes)
+        self.fp_thresholds, self.track_min_score = tuple(fp_thresholds), track_min_score
+        self.num_queries, self.high_confidence = num_queries, high_confidence
+        self.report: dict[str, Any] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        self.frames: list[dict[str, Any]] = []
+
+    def update(self, batch: dict[str, Any], detections: list[dict[str, torch.Tensor]], output, assignment) -> None:
+        for b, det in enumerate(detections):
+            scene, t = batch["scene"][b], int(batch["frame_idx"][b])
+            self.frames.append(
+                {
+                    "scene": scene,
+                    "t": t,
+                    "sample": f"{scene}/{t:04d}",
+                    "gt_boxes": _np(batch["gt_boxes"][b]),
+                    "gt_labels": _np(batch["gt_labels"][b]),
+                    "gt_ids": _np(batch["gt_ids"][b]),
+                    "distractors": _np(batch["distractor_boxes"][b]) if "distractor_boxes" in batch else None,
+                    "boxes": _np(det["boxes_3d"]),
+                    "scores": _np(det["scores_3d"]),
+                    "labels": _np(det["labels_3d"]),
+                    "ids": _np(det["instance_ids"]),
+                    "query_scores": _np(det["query_scores"]),
+                    "matched": _np(assignment.positive[b]),
+                    "matched_slots": _np(output.anchor_slot[b][assignment.positive[b]]),
+                    "kept_slots": _np(output.anchor_slot[b][det["query_kept"]]),
+                }
+            )
+
+    def _detections(self, gt: bool) -> Detections:
+        f = self.frames
+        key = ("gt_boxes", "gt_labels") if gt else ("boxes", "labels")
+        names = np.asarray(self.classes)
+        return Detections.from_arrays(
+            sample=np.concatenate([[x["sample"]] * len(x[key[1]]) for x in f] or [np.zeros(0, str)]),
+            boxes=np.concatenate([x[key[0]] for x in f]).reshape(-1, 10),
+            label=names[np.concatenate([x[key[1]] for x in f]).astype(int)],
+            score=None if gt else np.concatenate([x["scores"] for x in f]),
+        )
+
+    def _tracks(self, gt: bool) -> Tracks:
+        f = self.frames
+        names = np.asarray(self.classes)
+        ids = [x["gt_ids"] if gt else x["ids"] for x in f]
+        keep = [np.ones(len(i), bool) if gt else i >= 0 for i in ids]  # detections without a track id are not tracks
+        boxes = "gt_boxes" if gt else "boxes"
+        labels = "gt_labels" if gt else "labels"
+        return Tracks.from_arrays(
+            scene=np.concatenate([[x["scene"]] * int(k.sum()) for x, k in zip(f, keep, strict=True)]),
+            t=np.concatenate([[x["t"]] * int(k.sum()) for x, k in zip(f, keep, strict=True)]),
+            track_id=np.concatenate([i[k] for i, k in zip(ids, keep, strict=True)]),
+            boxes=np.concatenate([x[boxes][k] for x, k in zip(f, keep, strict=True)]).reshape(-1, 10),
+            label=names[np.concatenate([x[labels][k] for x, k in zip(f, keep, strict=True)]).astype(int)],
+            score=None if gt else np.concatenate([x["scores"][k] for x, k in zip(f, keep, strict=True)]),
+        )
+
+    def compute(self) -> dict[str, float]:
+        """Flat metrics for logging; the full nested report is kept in ``self.report``."""
+        if not self.frames:
+            return {}
+        gt, pred = self._detections(gt=True), self._detections(gt=False)
+        samples = [x["sample"] for x in self.frames]
+        distractors = {x["sample"]: x["distractors"] for x in self.frames if x["distractors"] is not None}
+        detection = evaluate_detection(gt, pred, classes=self.classes) if len(gt) else {}
+        fp = false_positive_report(
+            gt,
+            pred,
+            score_thresholds=self.fp_thresholds,
+            high_confidence=self.high_confidence,
+            distractors=distractors or None,
+            samples=samples,
+        )
+        scores = query_score_distribution(
+            np.concatenate([x["query_scores"] for x in self.frames]),
+            np.concatenate([x["matched"] for x in self.frames]),
+        )
+        num_slots = self.num_queries or int(max(len(x["query_scores"]) for x in self.frames))
+        queries = query_utilisation(
+            [x["matched_slots"] for x in self.frames],
+            num_slots,
+            survived=[x["kept_slots"] for x in self.frames],
+            num_frames=len(self.frames),
+        )
+        gt_tracks = self._tracks(gt=True)
+        tracking = (
+            evaluate_tracking(gt_tracks, self._tracks(gt=False), min_score=self.track_min_score)
+            if len(gt_tracks)
+            else {}
+        )
+        self.report = {
+            "detection": detection,
+            "false_positives": fp,
+            "query_scores": scores,
+            "queries": queries,
+            "tracking": tracking,
+        }
+        metrics = {
+            "mAP": detection.get("mAP", math.nan),
+            "NDS": detection.get("NDS", math.nan),
+            "hc_fp_per_frame": fp["high_confidence"]["per_frame"],
+            "unmatched_score_mean": scores["unmatched"]["mean"],
+            "matched_score_mean": scores["matched"]["mean"],
+            "unmatched_share_above_0.3": scores["unmatched"]["share_above_0.3"],
+            "gini": queries["matched"]["gini"],
+            "gini_survived": queries["survived"]["gini"],
+        }
+        for t in self.fp_thresholds:
+            metrics[f"fp_per_frame_{t:g}"] = fp["class_aware"][str(float(t))]["per_frame"]
+        if tracking:
+            metrics.update(
+                {
+                    "MOTA": tracking["clear"]["mota"],
+                    "IDF1": tracking["clear"]["idf1"],
+                    "id_switches": tracking["clear"]["num_switches"],
+                    "HOTA": tracking["hota"]["HOTA"],
+                    "AMOTA": tracking["nuscenes"]["overall"]["amota"],
+                    "spurious_tracks": tracking["id_stability"]["spurious_tracks"],
+                }
+            )
+        return {k: float(v) for k, v in metrics.items()}
+
+    def write_artifacts(self, out: Path) -> list[Path]:
+        """``evaluation.json`` (the last pass's full report) and the figures of the matched/unmatched scores."""
+        from .figures import bev_frame, score_histogram
+
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "evaluation.json"
+        path.write_text(json.dumps(self.report, indent=1, default=float))
+        written = [path]
+        if self.frames:
+            written.append(score_histogram(self.frames, out / "query_scores.png"))
+            written.append(bev_frame(self.frames[len(self.frames) // 2], self.classes, out / "bev_frame.png"))
+        return written
