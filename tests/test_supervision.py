@@ -222,3 +222,14 @@ def test_pattern_queries_are_convex_mixtures():
     # Every query lies in the convex hull of the patterns: solve for the weights and check they sum to 1.
     weights = torch.linalg.lstsq(gen.patterns.detach().T, queries[0].detach().T).solution.T
     assert torch.allclose(weights.sum(-1), torch.ones(10), atol=1e-4) and (weights > -1e-4).all()
+
+
+def test_audit_shows_the_silent_losses(tmp_path):
+    from sparse4d_lab.supervision.audit import audit, render
+
+    filtered = audit("focal_filtered", cache_dir=tmp_path)
+    assert filtered["unmatched"].queries > 0 and filtered["unmatched"].with_gradient == 0.0
+    assert filtered["dn_negative"].with_gradient == 0.0 and filtered["matched"].with_gradient == 1.0
+    clamped = audit("vfl_clamped", cache_dir=tmp_path)
+    assert clamped["unmatched"].per_class[-1] == 0.0 and min(clamped["unmatched"].per_class[:-1]) == 1.0
+    assert "unmatched" in render("vfl_clamped", clamped)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .. import geometry
 from ..model.outputs import Denoising, LayerOutput, ModelOutput
@@ -25,7 +25,7 @@ class LossResult:
     assignment: Assignment  # of the last layer's normal queries: who was matched, for the analysis
 
 
-class Sparse4DCriterion(nn.Module):
+class Sparse4DCriterion:
     """Hungarian matching per layer (Sparse4D: 2 x class cost + 0.25 x weighted L1), or PaQ's quality-aware
     one-to-many assignment on the intermediate layers when ``quality_assign`` is on."""
 
@@ -43,14 +43,13 @@ class Sparse4DCriterion(nn.Module):
         quality_topk: int = 4,
         query_generator: PatternQueries | None = None,
     ):
-        super().__init__()
         self.scheme = scheme
         self.cls_cost_weight, self.box_cost_weight = cls_cost_weight, box_cost_weight
         self.box_loss_weight, self.quality_loss_weight = box_loss_weight, quality_loss_weight
         self.layer_weights = list(layer_weights) if layer_weights is not None else None
         self.allow_reverse = tuple(allow_reverse)
         self.quality_assign, self.quality_lambda, self.quality_topk = quality_assign, quality_lambda, quality_topk
-        self.query_generator = query_generator  # not owned: the model holds it; only its diversity loss is read
+        self.query_generator = query_generator  # owned by the model; the criterion only adds its diversity loss
 
     @torch.no_grad()
     def assign(
@@ -111,7 +110,7 @@ class Sparse4DCriterion(nn.Module):
             losses["yns"] = self.quality_loss_weight * yawness_loss(quality[:, 1], pred, anchors, num_pos)
         return losses
 
-    def forward(self, output: ModelOutput, gt_boxes: list[Tensor], gt_labels: list[Tensor]) -> LossResult:
+    def __call__(self, output: ModelOutput, gt_boxes: list[Tensor], gt_labels: list[Tensor]) -> LossResult:
         terms: dict[str, Tensor] = {}
         last = len(output.layers) - 1
         weights = self.layer_weights or [1.0] * len(output.layers)
