@@ -1,0 +1,88 @@
+"""Config -> objects: validate a job's config early, then build its data, model, criterion and LightningModule."""
+
+from __future__ import annotations
+
+import inspect
+
+from omegaconf import DictConfig, OmegaConf
+
+from sparse4d_lab.data import ConfigError, WarehouseConfig, WarehouseDataModule
+from sparse4d_lab.eval.collector import EvalCollector
+from sparse4d_lab.lit import OptimConfig, Sparse4DModule
+from sparse4d_lab.model.anchors import anchors_from_gt
+from sparse4d_lab.model.config import ModelConfig
+from sparse4d_lab.model.sparse4d import Sparse4D
+from sparse4d_lab.supervision.criterion import Sparse4DCriterion
+from sparse4d_lab.supervision.paq import PatternQueries
+from sparse4d_lab.supervision.schemes import REGISTRY, build_scheme
+
+DATA_SOURCES = ("synthetic",)
+
+
+def _plain(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
+
+
+def validate(cfg: DictConfig) -> None:
+    """Fail before any work, naming the key and the fix."""
+    if cfg.loss.scheme not in REGISTRY:
+        raise ConfigError(f"loss.scheme: unknown scheme {cfg.loss.scheme!r}; valid: {', '.join(sorted(REGISTRY))}")
+    accepted = set(inspect.signature(REGISTRY[cfg.loss.scheme].__init__).parameters) - {"self", "num_classes"}
+    unknown = set(cfg.loss.options or {}) - accepted
+    if unknown:
+        raise ConfigError(
+            f"loss.options: {sorted(unknown)} not accepted by {cfg.loss.scheme}; valid: {sorted(accepted)}"
+        )
+    if cfg.data.source not in DATA_SOURCES:
+        raise ConfigError(f"data.source: unknown source {cfg.data.source!r}; valid: {', '.join(DATA_SOURCES)}")
+    if int(cfg.seed) < 0:
+        raise ConfigError(f"seed: must be >= 0, got {cfg.seed}")
+    WarehouseConfig(**_plain(cfg.data.warehouse))
+    ModelConfig(**_plain(cfg.model))
+
+
+def build_components(cfg: DictConfig) -> tuple[WarehouseDataModule, Sparse4DModule]:
+    """The data module and the LightningModule of one job (call after seeding: model init draws random numbers)."""
+    datamodule = WarehouseDataModule(
+        WarehouseConfig(**_plain(cfg.data.warehouse)),
+        batch_size=cfg.train.batch_size,
+        eval_batch_size=cfg.train.eval_batch_size,
+        num_workers=cfg.train.num_workers,
+        clip_len=cfg.train.clip_len,
+        seed=int(cfg.seed),
+        cache_dir=cfg.data.cache_dir,
+    )
+    datamodule.prepare_data()
+    train = datamodule.dataset("train")
+    num_classes = datamodule.num_classes
+    scheme = build_scheme(cfg.loss.scheme, num_classes, **_plain(cfg.loss.options))
+    model_cfg = ModelConfig(**_plain(cfg.model))
+    paq = cfg.loss.paq
+    generator = None
+    if paq.patterns:
+        generator = PatternQueries(
+            num_anchor=model_cfg.num_anchor,
+            embed_dims=model_cfg.embed_dims,
+            feature_channels=model_cfg.embed_dims,
+            num_patterns=paq.num_patterns,
+            hidden=paq.hidden,
+            diversity_weight=paq.diversity_weight,
+        )
+    model = Sparse4D(model_cfg, num_classes, scheme.num_logits, scheme.scores, query_generator=generator)
+    model.set_anchors(anchors_from_gt(train.gt_boxes(), train.gt_labels(), model_cfg.num_anchor, seed=int(cfg.seed)))
+    criterion = Sparse4DCriterion(
+        scheme,
+        **_plain(cfg.criterion),
+        quality_assign=bool(paq.assignment),
+        quality_lambda=paq.get("lambda", 0.4),
+        quality_topk=paq.get("topk", 4),
+        query_generator=generator,
+    )
+    collector = EvalCollector(
+        classes=datamodule.classes,
+        fp_thresholds=tuple(cfg.eval.fp_thresholds),
+        track_min_score=cfg.eval.track_min_score,
+        num_queries=model_cfg.num_anchor,
+    )
+    module = Sparse4DModule(model, criterion, collector, OptimConfig(**_plain(cfg.optim)), max_loss=cfg.train.max_loss)
+    return datamodule, module

@@ -1,0 +1,160 @@
+"""One job of a study: train one arm with one seed, evaluate it, and keep the MLflow run in step with reality.
+
+Re-running a job whose run FINISHED (and completed its test) skips it; an unfinished run is resumed from the job's
+last checkpoint into the same MLflow run. Any exception marks the run FAILED with the error and returns, so the rest
+of the study goes on; Ctrl-C marks it KILLED.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import MLFlowLogger
+from mlflow.entities import Metric, Param
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from omegaconf import DictConfig, OmegaConf
+
+from sparse4d_lab.lit import Sparse4DModule
+
+from . import tracking
+from .build import build_components, validate
+from .callbacks import STUDY_RUN_ENV, study_key
+
+log = logging.getLogger(__name__)
+# Config keys that say where things go, not what is computed: left out of the job's identity.
+NOT_IDENTITY = ("paths", "logger", "hydra")
+
+
+def job_identity(cfg: DictConfig) -> dict[str, Any]:
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    return {k: v for k, v in resolved.items() if k not in NOT_IDENTITY}
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(tree, dict):
+        out: dict[str, str] = {}
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: json.dumps(tree) if isinstance(tree, list | tuple) else str(tree)}
+
+
+def parent_run(cfg: DictConfig, mlflow, exp_id: str) -> str | None:
+    """The study's parent run: from the launching process, or (launchers that lose the environment) looked up."""
+    if not cfg.get("study"):
+        return None
+    if os.environ.get(STUDY_RUN_ENV):
+        return os.environ[STUDY_RUN_ENV]
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra = HydraConfig.get()
+    params = hydra.sweeper.get("params") or {}
+    key = study_key(cfg.study, list(hydra.overrides.task), set(params))
+    return tracking.study_run(mlflow, exp_id, cfg.study, key, {"baseline": str(cfg.baseline)})
+
+
+def open_run(cfg: DictConfig, mlflow, exp_id: str, identity: dict, job_hash: str) -> tuple[str | None, bool]:
+    """(run id, resumed?) for this job; run id None when a complete run exists and the job is skipped."""
+    existing = tracking.job_runs(mlflow, exp_id, job_hash)
+    if any(r.info.status == "FINISHED" and r.data.tags.get("complete") == "1" for r in existing):
+        return None, False
+    parent = parent_run(cfg, mlflow, exp_id)
+    sha, dirty = tracking.git_state(Path(cfg.paths.root))
+    tags = {
+        "kind": "job",
+        "config_hash": job_hash,
+        "ab": str(cfg.get("study") or ""),
+        "arm": cfg.loss.arm,
+        "seed": str(cfg.seed),
+        "git_sha": sha,
+        "git_dirty": str(dirty),
+        MLFLOW_RUN_NAME: f"{cfg.loss.arm}-seed{cfg.seed}",
+    }
+    if parent:
+        tags[MLFLOW_PARENT_RUN_ID] = parent
+    if existing:
+        run_id = existing[0].info.run_id
+        tracking.retry(lambda: mlflow.update_run(run_id, status="RUNNING"))
+        for key, value in tags.items():
+            tracking.retry(lambda k=key, v=value: mlflow.set_tag(run_id, k, v))
+        return run_id, True
+    run_id = tracking.retry(lambda: mlflow.create_run(exp_id, tags=tags)).info.run_id
+    params = [Param(k[:250], v[:6000]) for k, v in flatten(identity).items()]
+    for start in range(0, len(params), 100):
+        tracking.retry(lambda s=start: mlflow.log_batch(run_id, params=params[s : s + 100]))
+    return run_id, False
+
+
+def train_job(cfg: DictConfig) -> dict[str, float] | None:
+    """Run one job; returns its test metrics, or None if it failed (the failure is recorded in MLflow)."""
+    validate(cfg)
+    identity = job_identity(cfg)
+    job_hash = tracking.config_hash(identity)
+    uri = tracking.tracking_uri(cfg.logger.tracking_uri)
+    mlflow = tracking.client(uri)
+    exp_id = tracking.experiment_id(mlflow, cfg.logger.experiment)
+    run_id, resumed = open_run(cfg, mlflow, exp_id, identity, job_hash)
+    if run_id is None:
+        log.info("job %s (%s seed %s) already finished: skipped", job_hash, cfg.loss.arm, cfg.seed)
+        return None
+    ckpt_dir = Path(cfg.paths.checkpoints) / job_hash
+    last = ckpt_dir / "last.ckpt"
+    try:
+        metrics = _train(cfg, uri, run_id, ckpt_dir, last if resumed and last.exists() else None)
+    except (KeyboardInterrupt, SystemExit):
+        tracking.retry(lambda: mlflow.set_terminated(run_id, "KILLED"))
+        raise
+    except Exception as err:
+        log.exception("job %s (%s seed %s) failed", job_hash, cfg.loss.arm, cfg.seed)
+        message = f"{type(err).__name__}: {err}"[:5000]
+        tracking.retry(lambda: mlflow.set_tag(run_id, "error", message))
+        tracking.retry(lambda: mlflow.set_terminated(run_id, "FAILED"))
+        return None
+    tracking.retry(lambda: mlflow.set_tag(run_id, "complete", "1"))
+    tracking.retry(lambda: mlflow.set_terminated(run_id, "FINISHED"))
+    return metrics
+
+
+def _train(cfg: DictConfig, uri: str, run_id: str, ckpt_dir: Path, resume_from: Path | None) -> dict[str, float]:
+    pl.seed_everything(int(cfg.seed), workers=True)
+    datamodule, module = build_components(cfg)
+    logger = MLFlowLogger(experiment_name=cfg.logger.experiment, tracking_uri=uri, run_id=run_id)
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=1)  # no monitor: the newest
+    trainer_args = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if v is not None}
+    trainer = pl.Trainer(
+        **trainer_args,
+        logger=logger,
+        callbacks=[checkpoint, RichProgressBar()],
+        default_root_dir=cfg.paths.output_dir,
+        enable_model_summary=False,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    train_time = time.perf_counter() - start
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    metrics = {f"test/{k}": float(v) for k, v in module.last_metrics.get("test", {}).items()}
+    metrics["train_time_s"] = train_time
+    if trainer.is_global_zero:
+        _log_artifacts(cfg, logger, module, last=ckpt_dir / "last.ckpt", train_time=train_time)
+    return metrics
+
+
+def _log_artifacts(
+    cfg: DictConfig, logger: MLFlowLogger, module: Sparse4DModule, last: Path, train_time: float
+) -> None:
+    client, run_id = logger.experiment, logger.run_id
+    tracking.retry(lambda: client.log_batch(run_id, metrics=[Metric("train_time_s", train_time, 0, 0)]))
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    for path in [out / "config.yaml", *module.collector.write_artifacts(out)]:
+        tracking.retry(lambda p=path: client.log_artifact(run_id, str(p)))
+    if cfg.logger.log_checkpoint and last.exists():
+        tracking.retry(lambda: client.log_artifact(run_id, str(last), "checkpoints"))

@@ -1,0 +1,116 @@
+"""Lightning glue: train a Sparse4D model with a criterion, evaluate every epoch, guard against divergence."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from .eval.collector import EvalCollector
+from .model.sparse4d import Sparse4D
+from .supervision.criterion import Sparse4DCriterion
+
+
+class DivergedError(RuntimeError):
+    """The loss became non-finite or exploded: the run is stopped and marked failed rather than trained on."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with a backbone learning-rate multiplier; linear warm-up then cosine decay, stepped per batch."""
+
+    lr: float = 1e-3
+    backbone_lr_mult: float = 0.5
+    weight_decay: float = 1e-3
+    warmup_steps: int = 50
+    warmup_ratio: float = 0.333
+    min_lr_ratio: float = 1e-3
+
+
+def lr_factor(step: int, total: int, cfg: OptimConfig) -> float:
+    """Multiplier of the base learning rate at ``step`` of ``total``."""
+    if step < cfg.warmup_steps:
+        return cfg.warmup_ratio + (1 - cfg.warmup_ratio) * step / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class Sparse4DModule(pl.LightningModule):
+    """One arm's training: the model, the arm's criterion, and the collector that turns outputs into metrics."""
+
+    def __init__(
+        self,
+        model: Sparse4D,
+        criterion: Sparse4DCriterion,
+        collector: EvalCollector,
+        optim: OptimConfig = OptimConfig(),
+        max_loss: float = 1e4,
+    ):
+        super().__init__()
+        self.model, self.criterion, self.collector = model, criterion, collector
+        self.optim, self.max_loss = optim, max_loss
+        self.last_metrics: dict[str, dict[str, float]] = {}
+
+    def forward(self, batch: dict[str, Any]):
+        return self.model(batch)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        output = self.model(batch)
+        result = self.criterion(output, batch["gt_boxes"], batch["gt_labels"])
+        total = result.total
+        if not torch.isfinite(total) or total.item() > self.max_loss:
+            bad = sorted(k for k, v in result.terms.items() if not torch.isfinite(v))
+            raise DivergedError(
+                f"loss {total.item():.4g} at step {self.global_step} (epoch {self.current_epoch}); "
+                f"non-finite terms: {bad or 'none'}. Lower optim.lr or keep trainer.gradient_clip_val"
+            )
+        size = len(batch["gt_boxes"])
+        self.log("train/loss", total, prog_bar=True, batch_size=size)
+        for name in ("cls", "box", "cns", "yns"):
+            terms = [v for k, v in result.terms.items() if k.startswith(f"{name}_")]
+            if terms:
+                self.log(f"train/{name}", torch.stack(terms).sum(), batch_size=size)
+        return total
+
+    def _eval_step(self, batch: dict[str, Any]) -> None:
+        output = self.model(batch)
+        assignment = self.criterion.assign(output.final, batch["gt_boxes"], batch["gt_labels"], one_to_many=False)
+        self.collector.update(batch, self.model.post_process(output), output, assignment)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        metrics = self.collector.compute()  # frames stay until the next pass: artifacts are written from them
+        self.last_metrics[stage] = metrics
+        self.log_dict({f"{stage}/{k}": float(v) for k, v in metrics.items()}, sync_dist=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self.collector.reset()
+
+    def on_test_epoch_start(self) -> None:
+        self.collector.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def configure_optimizers(self):
+        backbone = {id(p) for p in self.model.backbone.parameters()}
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if id(p) in backbone], "lr": self.optim.lr * self.optim.backbone_lr_mult},
+            {"params": [p for p in params if id(p) not in backbone], "lr": self.optim.lr},
+        ]
+        optimizer = torch.optim.AdamW(groups, lr=self.optim.lr, weight_decay=self.optim.weight_decay)
+        total = int(self.trainer.estimated_stepping_batches)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, self.optim))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

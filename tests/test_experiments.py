@@ -1,0 +1,84 @@
+import dataclasses
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from experiments.build import build_components, validate
+from sparse4d_lab.data import ConfigError
+from sparse4d_lab.model.config import ModelConfig, tao_r101, tiny
+from sparse4d_lab.model.sparse4d import Sparse4D
+from sparse4d_lab.supervision.schemes import REGISTRY
+
+CONF = Path(__file__).parents[1] / "experiments" / "conf"
+
+
+def names(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """One synthetic-data cache for the module: every arm builds on the same smoke data."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def compose_cfg(overrides: list[str], tmp_path: Path, cache: Path | None = None):
+    cache = cache or tmp_path / "cache"
+    with initialize_config_module("experiments.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, f"data.cache_dir={cache}"], return_hydra_config=True)
+    # Resolve ${hydra:...} outside a running app.
+    OmegaConf.update(cfg, "paths.root", str(tmp_path), force_add=True)
+    OmegaConf.update(cfg, "paths.output_dir", str(tmp_path / "out"), force_add=True)
+    return cfg
+
+
+@pytest.mark.parametrize("study", names("ab"))
+def test_every_study_composes_and_sweeps_known_arms(study, tmp_path):
+    cfg = compose_cfg([f"+ab={study}"], tmp_path)
+    assert cfg.study == study
+    assert cfg.hydra.mode.name == "MULTIRUN"
+    arms = cfg.hydra.sweeper.params.loss.split(",")
+    assert set(arms) <= set(names("loss")) and cfg.baseline in arms
+    assert len(cfg.hydra.sweeper.params.seed.split(",")) == 3
+
+
+@pytest.mark.parametrize("arm", names("loss"))
+def test_every_arm_instantiates(arm, tmp_path, cache):
+    cfg = compose_cfg([f"loss={arm}", "debug=smoke"], tmp_path, cache)
+    validate(cfg)
+    assert cfg.loss.arm == arm and cfg.loss.scheme in REGISTRY
+    _, module = build_components(cfg)
+    assert module.model.num_logits == module.criterion.scheme.num_logits
+    assert (module.model.query_generator is not None) == bool(cfg.loss.paq.patterns)
+    assert module.criterion.quality_assign == bool(cfg.loss.paq.assignment)
+
+
+def test_an_arm_replaces_the_loss_config(tmp_path):
+    detr = compose_cfg(["loss=detr_ce"], tmp_path).loss
+    assert "alpha" not in detr.options and "eos_coef" in detr.options  # no stale focal keys
+
+
+@pytest.mark.parametrize(("name", "preset"), [("tiny", tiny), ("tao_r101", tao_r101)])
+def test_model_configs_equal_their_presets_and_build(name, preset, tmp_path):
+    cfg = compose_cfg([f"model={name}"], tmp_path)
+    config = ModelConfig(**OmegaConf.to_container(cfg.model))
+    assert dataclasses.asdict(config) == dataclasses.asdict(preset())
+    model = Sparse4D(config)
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+@pytest.mark.parametrize("trainer", names("trainer"))
+def test_trainer_configs_compose(trainer, tmp_path):
+    cfg = compose_cfg([f"trainer={trainer}"], tmp_path)
+    assert cfg.trainer.use_distributed_sampler is False  # the temporal sampler shards sequences itself
+
+
+def test_bad_configs_fail_early_naming_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"loss\.scheme: unknown scheme 'focal'; valid: detr_ce, focal_filtered"):
+        validate(compose_cfg(["loss.scheme=focal"], tmp_path))
+    with pytest.raises(ConfigError, match=r"loss\.options: \['eos_coef'\]"):
+        validate(compose_cfg(["loss=focal_onehot", "+loss.options.eos_coef=0.1"], tmp_path))
+    with pytest.raises(ConfigError, match=r"data\.num_cameras"):
+        validate(compose_cfg(["data.warehouse.num_cameras=0"], tmp_path))

@@ -1,0 +1,119 @@
+"""End to end: the user's command on smoke data, in a temporary folder (slow: CI runs each once)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).parents[1]
+ONE_SEED = ["debug=smoke", "hydra.sweeper.params.seed=0"]
+
+
+def run(cwd: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SPARSE4D_LAB_CACHE": str(cwd.parent / "cache"), "PYTHONPATH": str(ROOT)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.run", *overrides], cwd=cwd, env=env, capture_output=True, text=True
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(result.stdout[-3000:] + result.stderr[-5000:])
+    return result
+
+
+def store(cwd: Path) -> tuple[MlflowClient, str]:
+    client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
+    return client, client.get_experiment_by_name("sparse4d_lab").experiment_id
+
+
+def jobs(client: MlflowClient, exp: str):
+    return client.search_runs([exp], "tags.kind = 'job'")
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    path = tmp_path / "work"
+    path.mkdir()
+    return path
+
+
+def test_smoke_study_end_to_end_then_skips_finished_jobs(workdir):
+    out = run(workdir, "+ab=loss_fix", *ONE_SEED)
+    client, exp = store(workdir)
+    [parent] = client.search_runs([exp], "tags.kind = 'study'")
+    assert parent.info.status == "FINISHED" and parent.data.tags["ab"] == "loss_fix"
+    children = client.search_runs([exp], f"tags.{MLFLOW_PARENT_RUN_ID} = '{parent.info.run_id}'")
+    assert sorted(r.data.tags["arm"] for r in children) == ["focal_filtered", "focal_onehot"]
+    for child in children:
+        assert child.info.status == "FINISHED" and child.data.tags["seed"] == "0"
+        assert {"git_sha", "git_dirty", "config_hash"} <= set(child.data.tags)
+        assert {"test/mAP", "test/hc_fp_per_frame", "test/gini", "val/mAP", "train_time_s"} <= set(child.data.metrics)
+        assert child.data.params["loss.scheme"] == child.data.tags["arm"]
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"config.yaml", "evaluation.json", "query_scores.png", "bev_frame.png", "checkpoints"} <= artifacts
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"study_table.md", "study_table.csv"}
+    [table] = (workdir / "outputs" / "studies" / "loss_fix").glob("*/study_table.md")
+    rows = [line for line in table.read_text().splitlines() if line.startswith("| focal")]
+    assert [r.split("|")[1].strip() for r in rows] == ["focal_filtered", "focal_onehot"]  # baseline first
+    assert "focal_filtered" in out.stdout
+
+    start = time.perf_counter()
+    run(workdir, "+ab=loss_fix", *ONE_SEED)  # the same command again: every job already finished
+    assert len(jobs(client, exp)) == 2 and time.perf_counter() - start < 120
+    assert len(client.search_runs([exp], "tags.kind = 'study'")) == 1
+
+
+def test_a_failing_job_is_recorded_and_the_study_goes_on(workdir):
+    run(workdir, "+ab=loss_fix", *ONE_SEED, "hydra.sweeper.params.loss=focal_onehot", "train.max_loss=1e-6,1e4")
+    client, exp = store(workdir)
+    runs = {r.data.params["train.max_loss"]: r for r in jobs(client, exp)}
+    failed, finished = runs["1e-06"], runs["10000.0"]
+    assert failed.info.status == "FAILED" and "DivergedError" in failed.data.tags["error"]
+    assert finished.info.status == "FINISHED"
+    [parent] = client.search_runs([exp], "tags.kind = 'study'")
+    assert parent.data.tags["missing_runs"] == "0"  # both (arm, seed) cells are covered by the finished run
+
+
+def test_killed_job_resumes_into_the_same_run(workdir):
+    overrides = ["debug=smoke", "trainer.max_epochs=6", "trainer.limit_train_batches=3"]
+    env = {**os.environ, "SPARSE4D_LAB_CACHE": str(workdir.parent / "cache"), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.run", *overrides],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while not list(workdir.glob("checkpoints/*/last.ckpt")) and time.time() < deadline:
+        time.sleep(0.5)
+    assert proc.poll() is None, "the job ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    client, exp = store(workdir)
+    [killed] = jobs(client, exp)
+    assert killed.info.status == "RUNNING"
+    out = run(workdir, *overrides)
+    [resumed] = jobs(client, exp)
+    assert resumed.info.run_id == killed.info.run_id and resumed.info.status == "FINISHED"
+    assert "Restoring states from the checkpoint" in out.stdout + out.stderr
+    # One validation per epoch, none repeated: the resumed run went on from the checkpoint, not from the start.
+    steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "val/mAP")]
+    assert len(steps) == len(set(steps)) == 6
+
+
+def test_same_config_and_seed_give_the_same_metrics(workdir):
+    metrics = []
+    for db in ("a", "b"):
+        uri = f"sqlite:///{workdir / db}.db"
+        run(workdir, "debug=smoke", f"logger.tracking_uri={uri}", f"paths.checkpoints={workdir / db}")
+        client = MlflowClient(tracking_uri=uri)
+        [job] = jobs(client, client.get_experiment_by_name("sparse4d_lab").experiment_id)
+        metrics.append({k: v for k, v in job.data.metrics.items() if k.startswith(("test/", "val/", "train/"))})
+    assert metrics[0] == metrics[1] and "test/mAP" in metrics[0]
