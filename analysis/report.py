@@ -1,86 +1,178 @@
-"""Study reports from MLflow: ``python -m analysis.report --ab loss_fix`` (the latest study of that name).
+"""Reports from MLflow: the ablation table (Markdown, LaTeX, CSV) and the figures of a study or of any runs.
 
-Reads MLflow only. Writes ``study_table.md`` and ``study_table.csv``, prints the table and logs both to the study's
-parent run; runs that are missing or did not finish are listed under the table, never averaged away.
+    python -m analysis.report                          # the latest study
+    python -m analysis.report --ab loss_fix            # the latest study of that name
+    python -m analysis.report --parent RUN_ID          # one study, by its parent run
+    python -m analysis.report --runs ID,ID,...         # ad-hoc: job runs (a study's parent run stands for its jobs)
+    python -m analysis.report --query "tags.arm = 'paq'" [--baseline ARM]
+
+Reads MLflow only. Writes under ``reports/<study>/`` (``--out``): ``study_table.md``, ``study_table.tex``,
+``study_table.csv`` (tidy: one row per arm and metric), ``paq_table.tex`` when an arm uses PaQ, and ``figures/``;
+prints the tables, and logs everything to the study's parent run. Runs that are missing or did not finish are
+listed under the table, never averaged away.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlflow import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markdown import Markdown
 
-from .table import RunRecord, missing_runs, summary_table, to_markdown
+from sparse4d_lab.locks import retry_while_locked
+
+from .runs import (
+    Artifacts,
+    ReportInputError,
+    Selection,
+    experiment_id,
+    latest_study,
+    select_query,
+    select_run_ids,
+    select_study,
+)
+from .table import (
+    NOTE,
+    comparison_table,
+    missing_runs,
+    paq_flags,
+    paq_latex,
+    paq_markdown,
+    paq_rich,
+    to_latex,
+    to_markdown,
+    to_rich,
+    usable_runs,
+)
 
 
-def run_records(mlflow: MlflowClient, experiment_id: str, parent_id: str) -> list[RunRecord]:
-    runs = mlflow.search_runs([experiment_id], f"tags.{MLFLOW_PARENT_RUN_ID} = '{parent_id}'", max_results=10000)
-    return [
-        RunRecord(
-            arm=r.data.tags.get("arm", "?"),
-            seed=int(r.data.tags.get("seed", -1)),
-            status=r.info.status,
-            metrics=dict(r.data.metrics),
-            error=r.data.tags.get("error", ""),
-        )
-        for r in runs
-    ]
+@dataclass
+class Report:
+    """What a report wrote, and what it shows on a terminal."""
+
+    markdown: str  # the whole report, as written to study_table.md
+    terminal: list[RenderableType]  # the same for a terminal: the main table with metrics as rows
+    files: list[Path]  # tables, then figures
+    missing: list[str]
+
+    def show(self) -> None:
+        console = Console()
+        for part in self.terminal:
+            console.print(part)
 
 
-def study_report(uri: str, experiment: str, parent_id: str, out_dir: Path) -> str:
-    """Build, print, save and log the table of one study; returns the Markdown."""
-    mlflow = MlflowClient(tracking_uri=uri)
-    parent = mlflow.get_run(parent_id)
-    tags = parent.data.tags
-    arms = [a for a in tags.get("arms", "").split(",") if a]
-    seeds = [int(s) for s in tags.get("seeds", "").split(",") if s]
-    baseline = tags.get("baseline")
-    records = run_records(mlflow, parent.info.experiment_id, parent_id)
-    arms = arms or sorted({r.arm for r in records})
-    table = summary_table(records, arms, baseline)
-    missing = missing_runs(records, arms, seeds or sorted({r.seed for r in records}))
-    markdown = f"# Study {tags.get('ab', '?')} (baseline {baseline})\n\n{to_markdown(table)}\n"
-    if missing:
-        markdown += "\nMissing or unfinished runs (not in the means):\n" + "".join(f"- {m}\n" for m in missing)
+def bullets(title: str, lines: list[str]) -> str:
+    return f"\n{title}\n\n" + "".join(f"- {line}\n" for line in lines) if lines else ""
+
+
+def write_report(mlflow: MlflowClient, selection: Selection, out_dir: Path, figures: bool = True) -> Report:
+    """Tables (and figures) of a selection, written under ``out_dir``."""
+    arms, baseline = selection.arms, selection.baseline
+    table = comparison_table(selection.records, arms, baseline)
+    cells, superseded = usable_runs(selection.records)
+    missing = missing_runs(selection.records, selection.expected)
+    title = f"{'Study' if selection.parent_id else 'Comparison'} {selection.title} (baseline {baseline})"
+    heading = f"# {title}\n"
+    notes = f"\n{NOTE}\n" + bullets("Missing or unfinished runs (not in the means):", missing)
+    notes += bullets("Runs left out (another run has the same arm and seed):", superseded)
+    markdown = f"{heading}\n{to_markdown(table, arms, baseline)}\n{notes}"
+    terminal: list[RenderableType] = [Markdown(heading), to_rich(table, arms, baseline), Markdown(notes)]
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "study_table.md").write_text(markdown)
-    table.to_csv(out_dir / "study_table.csv", index=False)
-    Console().print(Markdown(markdown))
-    for name in ("study_table.md", "study_table.csv"):
-        mlflow.log_artifact(parent_id, str(out_dir / name))
-    mlflow.set_tag(parent_id, "missing_runs", str(len(missing)))
-    mlflow.set_terminated(parent_id, "FINISHED")
-    return markdown
+    files = [out_dir / "study_table.md", out_dir / "study_table.tex", out_dir / "study_table.csv"]
+    files[1].write_text(to_latex(table, arms, baseline, title, selection.title, missing))
+    table.to_csv(files[2], index=False)
+    flags = paq_flags(selection.records, arms)
+    if flags:
+        markdown += f"\n## PaQ ablation\n\n{paq_markdown(table, flags, baseline)}\n"
+        terminal += [Markdown("## PaQ ablation"), paq_rich(table, flags, baseline)]
+        files.append(out_dir / "paq_table.tex")
+        files[-1].write_text(paq_latex(table, flags, baseline, selection.title))
+    if figures:
+        from .figures import draw_figures  # matplotlib, seaborn and torch: only when figures are drawn
+
+        runs = [cells[arm][seed] for arm in arms for seed in sorted(cells.get(arm, {}))]
+        with Artifacts(mlflow) as artifacts:
+            drawn = draw_figures(runs, artifacts, out_dir / "figures")
+        links = bullets("## Figures", [f"[{p.stem}](figures/{p.name}) (and .pdf)" for p in drawn if p.suffix == ".png"])
+        markdown += links
+        terminal.append(Markdown(links))
+        files += drawn
+    files[0].write_text(markdown)
+    return Report(markdown, terminal, files, missing)
 
 
-def latest_study(mlflow: MlflowClient, experiment_id: str, study: str) -> str:
-    runs = mlflow.search_runs(
-        [experiment_id], f"tags.kind = 'study' and tags.ab = '{study}'", order_by=["attributes.start_time DESC"]
+def log_report(mlflow: MlflowClient, parent_id: str, report: Report, out_dir: Path) -> None:
+    """Every file of the report as an artifact of the study's parent run (figures under ``figures/``)."""
+    for path in report.files:
+        folder = path.parent.relative_to(out_dir).as_posix()
+        retry_while_locked(lambda p=path, f=folder: mlflow.log_artifact(parent_id, str(p), None if f == "." else f))
+    retry_while_locked(lambda: mlflow.set_tag(parent_id, "missing_runs", str(len(report.missing))))
+
+
+def study_report(uri: str, parent_id: str, out_dir: Path) -> str:
+    """End of a study: build, print, save and log its report, then close its parent run; returns the Markdown."""
+    mlflow = MlflowClient(tracking_uri=uri)
+    report = write_report(mlflow, select_study(mlflow, parent_id), out_dir)
+    report.show()
+    log_report(mlflow, parent_id, report, out_dir)
+    retry_while_locked(lambda: mlflow.set_terminated(parent_id, "FINISHED"))
+    return report.markdown
+
+
+def select(mlflow: MlflowClient, args: argparse.Namespace) -> Selection:
+    """The selection the command line names (the latest study when it names none)."""
+    if args.runs:
+        return select_run_ids(mlflow, [i.strip() for i in args.runs.split(",") if i.strip()], args.baseline)
+    if args.query:
+        return select_query(mlflow, experiment_id(mlflow, args.experiment), args.query, args.baseline)
+    parent = args.parent or latest_study(mlflow, experiment_id(mlflow, args.experiment), args.ab)
+    selection = select_study(mlflow, parent, args.baseline)
+    if not selection.records:
+        raise ReportInputError(
+            f"study {selection.title!r} (parent run {parent}) has no job runs yet; wait for its jobs, or pick "
+            "another study with --parent RUN_ID"
+        )
+    return selection
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    if not runs:
-        raise SystemExit(f"no study named {study!r} in this tracking store")
-    return runs[0].info.run_id
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--ab", help="study name: its latest parent run (default: the latest study of any name)")
+    which.add_argument("--parent", help="a study's parent run id")
+    which.add_argument("--runs", help="comma-separated run ids (job runs, or study parent runs for all their jobs)")
+    which.add_argument("--query", help="MLflow filter over job runs, e.g. \"tags.arm = 'paq'\"")
+    parser.add_argument("--baseline", help="the arm the others are compared with (default: the study's, or the first)")
+    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
+    parser.add_argument("--experiment", default="sparse4d_lab")
+    parser.add_argument("--out", default=None, help="output folder (default reports/<study or comparison>)")
+    parser.add_argument("--no-figures", action="store_true", help="tables only")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__)
-    parser.add_argument("--ab", required=True, help="study name (its latest parent run is used)")
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
-    parser.add_argument("--experiment", default="sparse4d_lab")
-    parser.add_argument("--out", default=None, help="folder for the table files (default reports/<study>)")
+    parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     mlflow = MlflowClient(tracking_uri=args.tracking_uri)
-    exp = mlflow.get_experiment_by_name(args.experiment)
-    if exp is None:
-        raise SystemExit(f"no experiment {args.experiment!r} at {args.tracking_uri}")
-    parent = latest_study(mlflow, exp.experiment_id, args.ab)
-    study_report(args.tracking_uri, args.experiment, parent, Path(args.out or f"reports/{args.ab}"))
+    try:
+        selection = select(mlflow, args)
+    except ReportInputError as err:
+        parser.error(str(err))
+    out_dir = Path(args.out or Path("reports") / selection.title)
+    report = write_report(mlflow, selection, out_dir, figures=not args.no_figures)
+    report.show()
+    if selection.parent_id:
+        log_report(mlflow, selection.parent_id, report, out_dir)
+    Console().print(f"written to {out_dir}" + (f", logged to run {selection.parent_id}" if selection.parent_id else ""))
     return 0
 
 

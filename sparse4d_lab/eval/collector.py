@@ -1,7 +1,9 @@
 """Collects a model's outputs over an evaluation pass and turns them into every metric of a study's table.
 
 Per frame it keeps the ground truth, the post-processed detections with their tracking ids, every query's score
-with whether the matcher gave it a GT, and the anchor slots of matched and surviving queries.
+with whether the matcher gave it a GT, and the anchor slots of matched and surviving queries. ``eval_frames.npz``
+keeps those frames after the run (``save_frames`` / ``load_frames``), so a study's figures can be drawn across runs
+from MLflow without the model.
 """
 
 from __future__ import annotations
@@ -24,6 +26,71 @@ from .tracking import evaluate_tracking
 
 def _np(x: torch.Tensor) -> np.ndarray:
     return x.detach().float().cpu().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
+
+
+def frame_detections(frames: Sequence[dict[str, Any]], classes: Sequence[str], gt: bool) -> Detections:
+    """The ground truth (``gt``) or the detections of collected frames, as evaluator input."""
+    key = ("gt_boxes", "gt_labels") if gt else ("boxes", "labels")
+    names = np.asarray(classes)
+    return Detections.from_arrays(
+        sample=np.concatenate([[x["sample"]] * len(x[key[1]]) for x in frames] or [np.zeros(0, str)]),
+        boxes=np.concatenate([x[key[0]] for x in frames]).reshape(-1, 10),
+        label=names[np.concatenate([x[key[1]] for x in frames]).astype(int)],
+        score=None if gt else np.concatenate([x["scores"] for x in frames]),
+    )
+
+
+# Per-frame arrays of a collected frame, stored concatenated with offsets; query scores as float16 (a histogram
+# does not need more) to keep the file small.
+FRAME_ARRAYS = {
+    "gt_boxes": np.float32,
+    "gt_labels": np.int16,
+    "gt_ids": np.int64,
+    "distractors": np.float32,
+    "boxes": np.float32,
+    "scores": np.float32,
+    "labels": np.int16,
+    "ids": np.int64,
+    "query_scores": np.float16,
+    "matched": bool,
+    "matched_slots": np.int32,
+    "kept_slots": np.int32,
+}
+BOX_ARRAYS = ("gt_boxes", "distractors", "boxes")
+
+
+def save_frames(frames: Sequence[dict[str, Any]], classes: Sequence[str], path: Path) -> Path:
+    """Write collected frames (``EvalCollector.frames``) to a compressed ``.npz`` that ``load_frames`` reads."""
+    arrays: dict[str, np.ndarray] = {
+        "classes": np.asarray(list(classes), str),
+        "scene": np.asarray([f["scene"] for f in frames], str),
+        "t": np.asarray([f["t"] for f in frames], np.int64),
+        "sample": np.asarray([f["sample"] for f in frames], str),
+        "has_distractors": np.asarray([f["distractors"] is not None for f in frames], bool),
+    }
+    for key, dtype in FRAME_ARRAYS.items():
+        parts = [np.zeros((0, 10)) if f[key] is None else np.asarray(f[key]) for f in frames]
+        parts = [p.reshape(-1, 10) if key in BOX_ARRAYS else p.reshape(-1) for p in parts]
+        arrays[key] = np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+        arrays[f"{key}_offsets"] = np.r_[0, np.cumsum([len(p) for p in parts])].astype(np.int64)
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def load_frames(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """(frames, classes) of a ``save_frames`` file, each frame with the keys ``EvalCollector.update`` fills."""
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data.files}
+    frames = []
+    for i, (scene, t, sample) in enumerate(zip(arrays["scene"], arrays["t"], arrays["sample"], strict=True)):
+        frame: dict[str, Any] = {"scene": str(scene), "t": int(t), "sample": str(sample)}
+        for key in FRAME_ARRAYS:
+            lo, hi = arrays[f"{key}_offsets"][i : i + 2]
+            frame[key] = arrays[key][lo:hi]
+        if not arrays["has_distractors"][i]:
+            frame["distractors"] = None
+        frames.append(frame)
+    return frames, [str(c) for c in arrays["classes"]]
 
 
 class EvalCollector:
@@ -69,17 +136,6 @@ class EvalCollector:
                 }
             )
 
-    def _detections(self, gt: bool) -> Detections:
-        f = self.frames
-        key = ("gt_boxes", "gt_labels") if gt else ("boxes", "labels")
-        names = np.asarray(self.classes)
-        return Detections.from_arrays(
-            sample=np.concatenate([[x["sample"]] * len(x[key[1]]) for x in f] or [np.zeros(0, str)]),
-            boxes=np.concatenate([x[key[0]] for x in f]).reshape(-1, 10),
-            label=names[np.concatenate([x[key[1]] for x in f]).astype(int)],
-            score=None if gt else np.concatenate([x["scores"] for x in f]),
-        )
-
     def _tracks(self, gt: bool) -> Tracks:
         f = self.frames
         names = np.asarray(self.classes)
@@ -100,7 +156,7 @@ class EvalCollector:
         """Flat metrics for logging; the full nested report is kept in ``self.report``."""
         if not self.frames:
             return {}
-        gt, pred = self._detections(gt=True), self._detections(gt=False)
+        gt, pred = frame_detections(self.frames, self.classes, True), frame_detections(self.frames, self.classes, False)
         samples = [x["sample"] for x in self.frames]
         distractors = {x["sample"]: x["distractors"] for x in self.frames if x["distractors"] is not None}
         detection = evaluate_detection(gt, pred, classes=self.classes) if len(gt) else {}
@@ -162,7 +218,8 @@ class EvalCollector:
         return {k: float(v) for k, v in metrics.items()}
 
     def write_artifacts(self, out: Path) -> list[Path]:
-        """``evaluation.json`` (the last pass's full report) and the figures of the matched/unmatched scores."""
+        """``evaluation.json`` (the last pass's full report), the figures of the matched/unmatched scores, and
+        ``eval_frames.npz`` (the pass's frames, for figures that compare runs)."""
         from .figures import bev_frame, score_histogram
 
         out.mkdir(parents=True, exist_ok=True)
@@ -172,4 +229,5 @@ class EvalCollector:
         if self.frames:
             written.append(score_histogram(self.frames, out / "query_scores.png"))
             written.append(bev_frame(self.frames[len(self.frames) // 2], self.classes, out / "bev_frame.png"))
+            written.append(save_frames(self.frames, self.classes, out / "eval_frames.npz"))
         return written

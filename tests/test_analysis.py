@@ -1,0 +1,360 @@
+"""Study reports from MLflow: statistics equal hand-computed values, tables in every format, selection and errors.
+
+A temporary SQLite store is filled the way experiments/job.py fills it: a study parent run, child job runs with
+known test metrics (one failed, one missing), metric histories, and the artifacts the evaluation collector writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from scipy import stats
+
+from analysis import report
+from analysis.figures import FIGURES
+from analysis.runs import ReportInputError, RunRecord, select_study
+from analysis.stats import paired_difference
+from analysis.table import METRICS, comparison_table, missing_runs, to_latex, usable_runs
+from sparse4d_lab.eval.collector import EvalCollector, save_frames
+
+CLASSES = ["person", "nova_carter"]
+BASE, FIX, SAME, FEW = "focal_filtered", "focal_onehot", "focal_tao_patch", "vfl"
+# Hand-picked test metrics per arm and seed; every other metric of the table is derived by `metrics_of`.
+MAP = {BASE: [0.30, 0.32, 0.34], FIX: [0.35, 0.36, 0.40], SAME: [0.30, 0.32, 0.34], FEW: [0.20]}
+HC_FP = {BASE: [5.0, 6.0, 7.0], FIX: [1.0, 1.5, 1.0], SAME: [5.0, 6.0, 7.0], FEW: [9.0]}
+
+
+def metrics_of(arm: str, seed: int) -> dict[str, float]:
+    values = {m.key: 1.0 + 0.1 * seed + (0.5 if arm == FIX else 0.0) for m in METRICS}
+    values.update({"test/mAP": MAP[arm][seed], "test/hc_fp_per_frame": HC_FP[arm][seed]})
+    values["test/spurious_tracks"] = 3.0 + seed + (5.0 if arm == BASE else 0.0)
+    if arm == FIX and seed == 2:
+        del values["test/HOTA"]  # one run without a metric: its cell says n=2
+    return values
+
+
+def synthetic_frames(seed: int, inflated: bool, num_frames: int = 6, num_queries: int = 24) -> list[dict]:
+    """Frames as EvalCollector.update stores them: two walking targets, their detections plus false positives."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for t in range(num_frames):
+        gt = np.zeros((2, 10), np.float32)
+        gt[:, 0], gt[:, 1], gt[:, 2] = [-2.0 + 0.2 * t, 3.0], [1.0, -2.0 + 0.1 * t], 0.9
+        gt[:, 3:6] = [[0.6, 0.6, 1.8], [0.9, 0.7, 0.5]]
+        det = np.concatenate([gt, gt[:1]])
+        det[:2, :2] += rng.normal(0, 0.1, (2, 2))
+        det[2, :2] = rng.uniform(-5, 5, 2)  # a false positive
+        query_scores = rng.uniform(0, 0.9 if inflated else 0.3, num_queries).astype(np.float32)
+        matched = np.zeros(num_queries, bool)
+        matched[[1, 5]] = True
+        query_scores[matched] = rng.uniform(0.6, 0.95, 2)
+        frames.append(
+            {
+                "scene": "s0",
+                "t": t,
+                "sample": f"s0/{t:04d}",
+                "gt_boxes": gt,
+                "gt_labels": np.array([0, 1]),
+                "gt_ids": np.array([10, 11]),
+                "distractors": np.array([[0.0, 4.0, 0.5, 1.2, 0.8, 1.0, 0.3, 0, 0, 0]], np.float32),
+                "boxes": det.astype(np.float32),
+                "scores": np.array([0.9, 0.8, 0.7 if inflated else 0.2], np.float32),
+                "labels": np.array([0, 1, 0]),
+                "ids": np.array([0, 1, 2 + t if inflated else -1]),
+                "query_scores": query_scores,
+                "matched": matched,
+                "matched_slots": np.array([1, 5]),
+                "kept_slots": np.array([1, 5, 9]),
+            }
+        )
+    return frames
+
+
+def job_artifacts(folder: Path, seed: int, inflated: bool) -> list[Path]:
+    """The artifacts the report reads, as the collector writes them: evaluation.json and eval_frames.npz."""
+    collector = EvalCollector(CLASSES, num_queries=24)
+    collector.frames = synthetic_frames(seed, inflated)
+    collector.compute()
+    folder.mkdir(parents=True)
+    (folder / "evaluation.json").write_text(json.dumps(collector.report, default=float))
+    return [folder / "evaluation.json", save_frames(collector.frames, CLASSES, folder / "eval_frames.npz")]
+
+
+def add_job(
+    mlflow: MlflowClient,
+    exp: str,
+    parent: str,
+    study: str,
+    arm: str,
+    seed: int,
+    metrics: dict[str, float] | None,
+    artifacts: list[Path] = (),
+    status: str = "FINISHED",
+    error: str = "",
+    params: dict[str, str] | None = None,
+) -> str:
+    tags = {"kind": "job", MLFLOW_PARENT_RUN_ID: parent, "ab": study, "arm": arm, "seed": str(seed)}
+    tags |= {"error": error} if error else {"complete": "1"}
+    run_id = mlflow.create_run(exp, tags=tags).info.run_id
+    params = {"loss.scheme": arm, **(params or {})}
+    logged = [Metric(k, v, 0, 0) for k, v in (metrics or {}).items()]
+    logged += [Metric("train/loss", 2.0 / (step + 1) + 0.1 * seed, 0, step) for step in range(4)]
+    logged += [Metric("val/mAP", 0.1 * step + 0.01 * seed, 0, step) for step in (1, 3)]
+    mlflow.log_batch(run_id, metrics=logged, params=[Param(k, v) for k, v in params.items()])
+    for path in artifacts:
+        mlflow.log_artifact(run_id, str(path))
+    mlflow.set_terminated(run_id, status)
+    return run_id
+
+
+def add_study(mlflow: MlflowClient, exp: str, study: str, arms: list[str], seeds: list[int], baseline: str) -> str:
+    tags = {"kind": "study", "ab": study, "arms": ",".join(arms), "seeds": ",".join(map(str, seeds))}
+    return mlflow.create_run(exp, tags={**tags, "baseline": baseline}).info.run_id
+
+
+def fill_store(root: Path) -> dict:
+    """The loss_fix study (4 arms x 3 seeds; vfl: seed 1 failed, seed 2 never ran) and a later PaQ study."""
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mlflow = MlflowClient(tracking_uri=uri)
+    exp = mlflow.create_experiment("sparse4d_lab", artifact_location=(root / "artifacts").as_uri())
+    parent = add_study(mlflow, exp, "loss_fix", [BASE, FIX, SAME, FEW], [0, 1, 2], BASE)
+    files = {inflated: job_artifacts(root / f"art-{inflated}", 0, inflated) for inflated in (True, False)}
+    jobs = {}
+    for arm in (BASE, FIX, SAME):
+        for seed in range(3):
+            art = files[arm != FIX]  # the buggy arms' query scores are inflated
+            jobs[arm, seed] = add_job(mlflow, exp, parent, "loss_fix", arm, seed, metrics_of(arm, seed), art)
+    jobs[FEW, 0] = add_job(mlflow, exp, parent, "loss_fix", FEW, 0, metrics_of(FEW, 0))  # no artifacts
+    jobs[FEW, 1] = add_job(mlflow, exp, parent, "loss_fix", FEW, 1, None, status="FAILED", error="DivergedError: x")
+    paq = add_study(mlflow, exp, "paq", [FIX, "paq_patterns", "paq"], [0, 1], FIX)
+    flags = {FIX: ("False", "False"), "paq_patterns": ("True", "False"), "paq": ("True", "True")}
+    paq_jobs = {}
+    for i, (arm, (patterns, assignment)) in enumerate(flags.items()):
+        params = {"loss.paq.patterns": patterns, "loss.paq.assignment": assignment}
+        for seed in range(2):
+            values = {"test/mAP": 0.40 + 0.01 * i + 0.002 * seed, "test/gini": 0.97 - 0.04 * i + 0.01 * seed}
+            paq_jobs[arm, seed] = add_job(mlflow, exp, paq, "paq", arm, seed, values, params=params)
+    mlflow.set_terminated(paq, "FINISHED")
+    return {"uri": uri, "mlflow": mlflow, "exp": exp, "parent": parent, "jobs": jobs, "paq": paq, "paq_jobs": paq_jobs}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> dict:
+    return fill_store(tmp_path_factory.mktemp("store"))
+
+
+def row(table: pd.DataFrame, arm: str, key: str) -> pd.Series:
+    [found] = [r for _, r in table.iterrows() if r["arm"] == arm and r["metric"] == key]
+    return found
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Statistics
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_means_stds_and_paired_differences_equal_hand_computed_values(store):
+    selection = select_study(store["mlflow"], store["parent"])
+    assert selection.arms == [BASE, FIX, SAME, FEW] and selection.baseline == BASE
+    table = comparison_table(selection.records, selection.arms, selection.baseline)
+
+    fix = row(table, FIX, "test/mAP")
+    assert fix["n"] == fix["runs"] == 3
+    assert fix["mean"] == pytest.approx((0.35 + 0.36 + 0.40) / 3)
+    assert fix["std"] == pytest.approx(math.sqrt(((0.35 - 0.37) ** 2 + (0.36 - 0.37) ** 2 + (0.40 - 0.37) ** 2) / 2))
+    # Paired by seed: d = (0.05, 0.04, 0.06), mean 0.05, sd 0.01; t interval with 2 degrees of freedom.
+    d_mean, d_sd, n = 0.05, 0.01, 3
+    half = stats.t.ppf(0.975, n - 1) * d_sd / math.sqrt(n)
+    assert fix["diff"] == pytest.approx(d_mean)
+    assert (fix["ci_low"], fix["ci_high"]) == pytest.approx((d_mean - half, d_mean + half))
+    t_stat = d_mean / (d_sd / math.sqrt(n))
+    assert fix["p_value"] == pytest.approx(2 * stats.t.sf(t_stat, n - 1))
+    assert fix["p_value"] == pytest.approx(stats.ttest_rel(MAP[FIX], MAP[BASE]).pvalue)
+
+    fp = row(table, FIX, "test/hc_fp_per_frame")  # lower is better: the fixed arm is best and bold
+    assert fp["diff"] == pytest.approx(np.mean([1.0 - 5.0, 1.5 - 6.0, 1.0 - 7.0])) and fp["best"]
+    assert not row(table, BASE, "test/hc_fp_per_frame")["best"] and row(table, FIX, "test/mAP")["best"]
+
+    assert not any(
+        row(comparison_table(selection.records, [BASE, SAME], BASE), arm, "test/mAP")["best"] for arm in (BASE, SAME)
+    )
+
+    hota = row(table, FIX, "test/HOTA")  # one run lacks the metric: 2 values, 2 pairs
+    assert (hota["n"], hota["n_pairs"], hota["runs"]) == (2, 2, 3)
+
+
+def test_identical_arms_have_p_one_and_a_zero_interval(store):
+    selection = select_study(store["mlflow"], store["parent"])
+    table = comparison_table(selection.records, selection.arms, selection.baseline)
+    same = row(table, SAME, "test/mAP")
+    assert (same["diff"], same["ci_low"], same["ci_high"], same["p_value"]) == (0.0, 0.0, 0.0, 1.0)
+    assert math.isnan(row(table, BASE, "test/mAP")["diff"])  # the baseline has no difference to itself
+
+
+def test_fewer_than_two_pairs_give_undefined_ci_and_p(store):
+    selection = select_study(store["mlflow"], store["parent"])
+    table = comparison_table(selection.records, selection.arms, selection.baseline)
+    few = row(table, FEW, "test/mAP")
+    assert few["n"] == 1 and math.isnan(few["std"]) and few["diff"] == pytest.approx(0.20 - 0.30)
+    assert math.isnan(few["ci_low"]) and math.isnan(few["p_value"])
+    assert paired_difference({}, {0: 1.0}).n == 0
+    constant = paired_difference({0: 2.0, 1: 3.0}, {0: 1.0, 1: 2.0})  # every difference is 1: t = inf
+    assert (constant.mean, constant.ci_low, constant.ci_high, constant.p_value) == (1.0, 1.0, 1.0, 0.0)
+
+
+def test_duplicate_runs_of_one_seed_count_once_and_are_named():
+    records = [
+        RunRecord(BASE, 0, "FINISHED", {"test/mAP": 0.1}, run_id="old", end_time=1),
+        RunRecord(BASE, 0, "FINISHED", {"test/mAP": 0.3}, run_id="new", end_time=2),
+        RunRecord(BASE, 1, "KILLED", {}, run_id="k", end_time=3),
+    ]
+    cells, notes = usable_runs(records)
+    assert cells[BASE][0].run_id == "new" and notes == [f"{BASE} seed 0: run old superseded by the later run new"]
+    assert row(comparison_table(records, [BASE], BASE), BASE, "test/mAP")["mean"] == pytest.approx(0.3)
+    assert missing_runs(records, [(BASE, 0), (BASE, 1), (BASE, 2)]) == [
+        f"{BASE} seed 1: KILLED (run k)",
+        f"{BASE} seed 2: no run",
+    ]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Formats and the end of a study
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_study_report_writes_every_format_logs_them_and_closes_the_parent(store, tmp_path):
+    mlflow = store["mlflow"]
+    markdown = report.study_report(store["uri"], store["parent"], tmp_path)
+    table_rows = [line for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| arm")]
+    arm_rows = [r.split("|")[1].strip() for r in table_rows if not r.startswith("| Δ")]
+    assert arm_rows == [BASE, FIX, SAME, FEW]  # one row per arm, baseline first
+    assert [r.split("|")[1].strip() for r in table_rows if r.startswith("| Δ")] == [
+        f"Δ {arm} - {BASE}" for arm in (FIX, SAME, FEW)
+    ]
+    fix_delta = next(r for r in table_rows if r.startswith(f"| Δ {FIX}")).split("|")
+    p = stats.ttest_rel(MAP[FIX], MAP[BASE]).pvalue
+    assert fix_delta[3].strip().startswith("+0.050 [") and f"p={p:.3f}" in fix_delta[3]
+    assert "**0.370 ± 0.026**" in markdown  # best mAP in bold
+    assert "p=1.000" in markdown and "[n/a] p n/a" in markdown
+    assert f"- {FEW} seed 1: FAILED DivergedError: x (run {store['jobs'][FEW, 1]})" in markdown
+    assert f"- {FEW} seed 2: no run" in markdown and "scipy.stats.ttest_rel" in markdown
+    assert (tmp_path / "study_table.md").read_text() == markdown
+
+    csv = pd.read_csv(tmp_path / "study_table.csv")
+    assert len(csv) == 4 * len(METRICS) and {"mean", "std", "n", "diff", "ci_low", "ci_high", "p_value"} <= set(csv)
+    tex = (tmp_path / "study_table.tex").read_text()
+    assert r"\toprule" in tex and r"focal\_onehot" in tex and r"\mathbf{0.370 \pm 0.026}" in tex
+    assert not (tmp_path / "paq_table.tex").exists()  # no arm of loss_fix uses PaQ
+
+    parent = mlflow.get_run(store["parent"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["missing_runs"] == "2"
+    logged = {a.path for a in mlflow.list_artifacts(store["parent"])}
+    assert {"study_table.md", "study_table.csv", "study_table.tex", "figures"} <= logged
+    figures = sorted((tmp_path / "figures").iterdir())
+    assert [p.stem for p in figures[::2]] == sorted(FIGURES) and all(p.stat().st_size > 1000 for p in figures)
+    assert {p.suffix for p in figures} == {".png", ".pdf"} and len(figures) == 2 * len(FIGURES)
+    assert len(mlflow.list_artifacts(store["parent"], "figures")) == len(figures)
+    assert "[score_distributions](figures/score_distributions.png)" in markdown
+
+
+def test_latex_table_compiles(store, tmp_path):
+    pdflatex = shutil.which("pdflatex")
+    if pdflatex is None:
+        pytest.skip("pdflatex is not installed")
+    selection = select_study(store["mlflow"], store["parent"])
+    table = comparison_table(selection.records, selection.arms, selection.baseline)
+    notes = missing_runs(selection.records, selection.expected)
+    (tmp_path / "table.tex").write_text(to_latex(table, selection.arms, BASE, "Study loss_fix", "loss_fix", notes))
+    report.main(["--tracking-uri", store["uri"], "--ab", "paq", "--out", str(tmp_path / "paq"), "--no-figures"])
+    (tmp_path / "doc.tex").write_text(
+        "\\documentclass{article}\\usepackage{booktabs,amssymb,graphicx}\\begin{document}"
+        "\\input{table.tex}\\input{paq/paq_table.tex}\\end{document}\n"
+    )
+    result = subprocess.run(
+        [pdflatex, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 0
+    assert "Overfull \\hbox" not in (tmp_path / "doc.log").read_text()  # both tables fit the page
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line: studies, ad-hoc comparisons, PaQ table, errors
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_cli_defaults_to_the_latest_study_and_writes_the_paq_table(store, tmp_path, capsys):
+    assert report.main(["--tracking-uri", store["uri"], "--out", str(tmp_path), "--no-figures"]) == 0
+    markdown = (tmp_path / "study_table.md").read_text()
+    assert markdown.startswith("# Study paq (baseline focal_onehot)")
+    section = markdown.split("## PaQ ablation")[1].splitlines()
+    paq_rows = [line.split("|")[1:4] for line in section if line.startswith("| ")][1:]
+    assert [[c.strip() for c in r] for r in paq_rows] == [
+        ["-", "-", FIX],
+        ["✓", "-", "paq_patterns"],
+        ["✓", "✓", "paq"],
+    ]
+    tex = (tmp_path / "paq_table.tex").read_text()
+    assert r"$\checkmark$ & $\checkmark$ & paq &" in tex and r"\mathbf{0.895 \pm 0.007}" in tex  # best Gini
+    printed = capsys.readouterr().out
+    assert "PaQ ablation" in printed and "0.895 ± 0.007" in printed  # the tables went to the terminal too
+    assert store["mlflow"].get_run(store["paq"]).data.tags["missing_runs"] == "0"
+
+
+def test_cli_ad_hoc_comparisons_by_run_ids_and_by_query(store, tmp_path):
+    jobs, paq_jobs = store["jobs"], store["paq_jobs"]
+    ids = ",".join([jobs[FIX, 0], jobs[FIX, 1], jobs[BASE, 0], jobs[BASE, 1]])
+    args = ["--tracking-uri", store["uri"], "--no-figures", "--baseline", BASE]
+    report.main([*args, "--runs", ids, "--out", str(tmp_path / "ids")])
+    markdown = (tmp_path / "ids" / "study_table.md").read_text()
+    assert markdown.startswith("# Comparison compare-") and "(baseline focal_filtered)" in markdown
+    assert [line.split("|")[1].strip() for line in markdown.splitlines() if line.startswith("| focal")] == [BASE, FIX]
+
+    # Runs of two studies: one row per study and arm; no --baseline: the first arm found.
+    report.main(
+        ["--tracking-uri", store["uri"], "--no-figures", "--query", f"tags.arm = '{FIX}'", "--out", str(tmp_path / "q")]
+    )
+    table = pd.read_csv(tmp_path / "q" / "study_table.csv")
+    assert set(table["arm"]) == {f"loss_fix/{FIX}", f"paq/{FIX}"}
+    runs = table[table["metric"] == "test/mAP"].set_index("arm")["runs"]
+    assert runs[f"loss_fix/{FIX}"] == 3 and runs[f"paq/{FIX}"] == 2
+    assert paq_jobs[FIX, 0]  # the query reached the PaQ study's runs too
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--ab", "nope"], "--ab 'nope': no study of that name"),
+        (["--runs", "0123abcd"], "--runs: no run with id '0123abcd'"),
+        (["--query", "tags.arm = 'nope'"], "--query \"tags.arm = 'nope'\" matched no job runs"),
+        (["--query", "tags.arm === 1"], "is not a valid MLflow filter"),
+        (["--ab", "loss_fix", "--baseline", "nope"], "--baseline 'nope' is none of the selected arms"),
+        (["--experiment", "nope"], "--experiment 'nope': no such experiment"),
+    ],
+)
+def test_bad_input_names_the_argument(store, tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        report.main(["--tracking-uri", store["uri"], "--out", str(tmp_path), *argv])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_study_without_job_runs_is_an_error_for_the_cli_but_not_for_the_study_end(store, tmp_path):
+    mlflow = store["mlflow"]
+    parent = add_study(mlflow, mlflow.create_experiment("elsewhere"), "empty", [BASE], [0], BASE)
+    with pytest.raises(ReportInputError, match="has no job runs yet"):
+        report.select(mlflow, report.build_parser().parse_args(["--parent", parent]))
+    markdown = report.study_report(store["uri"], parent, tmp_path)
+    assert f"- {BASE} seed 0: no run" in markdown and mlflow.get_run(parent).info.status == "FINISHED"
