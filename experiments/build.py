@@ -6,7 +6,18 @@ import inspect
 
 from omegaconf import DictConfig, OmegaConf
 
-from sparse4d_lab.data import ConfigError, WarehouseConfig, WarehouseDataModule
+from sparse4d_lab.data import (
+    ConfigError,
+    MtmcConfig,
+    MtmcSource,
+    OvpklConfig,
+    OvpklSource,
+    SceneDataModule,
+    SceneSource,
+    WarehouseConfig,
+    WarehouseSource,
+)
+from sparse4d_lab.data.real import config_from_mapping
 from sparse4d_lab.eval.collector import EvalCollector
 from sparse4d_lab.lit import OptimConfig, Sparse4DModule
 from sparse4d_lab.model.anchors import anchors_from_gt
@@ -16,11 +27,27 @@ from sparse4d_lab.supervision.criterion import Sparse4DCriterion
 from sparse4d_lab.supervision.paq import PatternQueries
 from sparse4d_lab.supervision.schemes import REGISTRY, build_scheme
 
-DATA_SOURCES = ("synthetic",)
+DATA_SOURCES = ("synthetic", "mtmc", "ovpkl")
 
 
 def _plain(node) -> dict:
     return OmegaConf.to_container(node, resolve=True) if node is not None else {}
+
+
+def data_source(cfg: DictConfig) -> SceneSource:
+    """The job's scenes: the synthetic warehouse, MTMC_Tracking_2025 scenes or OVPKL files (validated here)."""
+    data = _plain(cfg.data)
+    source = data.pop("source")
+    if source == "synthetic":
+        return WarehouseSource(WarehouseConfig(**data["warehouse"]), data.get("cache_dir"))
+    if "warehouse" in data:
+        raise ConfigError(
+            f"data.warehouse: synthetic-data settings (e.g. from debug=smoke) do not apply to data={source}; "
+            "leave them out and shorten a run with data.max_frames / data.frame_stride instead"
+        )
+    if source == "mtmc":
+        return MtmcSource(config_from_mapping(MtmcConfig, data))
+    return OvpklSource(config_from_mapping(OvpklConfig, data))
 
 
 def validate(cfg: DictConfig) -> None:
@@ -37,20 +64,19 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"data.source: unknown source {cfg.data.source!r}; valid: {', '.join(DATA_SOURCES)}")
     if int(cfg.seed) < 0:
         raise ConfigError(f"seed: must be >= 0, got {cfg.seed}")
-    WarehouseConfig(**_plain(cfg.data.warehouse))
+    data_source(cfg)
     ModelConfig(**_plain(cfg.model))
 
 
-def build_components(cfg: DictConfig) -> tuple[WarehouseDataModule, Sparse4DModule]:
+def build_components(cfg: DictConfig) -> tuple[SceneDataModule, Sparse4DModule]:
     """The data module and the LightningModule of one job (call after seeding: model init draws random numbers)."""
-    datamodule = WarehouseDataModule(
-        WarehouseConfig(**_plain(cfg.data.warehouse)),
+    datamodule = SceneDataModule(
+        data_source(cfg),
         batch_size=cfg.train.batch_size,
         eval_batch_size=cfg.train.eval_batch_size,
         num_workers=cfg.train.num_workers,
         clip_len=cfg.train.clip_len,
         seed=int(cfg.seed),
-        cache_dir=cfg.data.cache_dir,
     )
     datamodule.prepare_data()
     train = datamodule.dataset("train")

@@ -183,6 +183,15 @@ def test_sampler_clips_and_ranks():
     assert {0, 4, 8, 10, 14, 18, 20, 24, 28} <= clip_starts
 
 
+def test_evaluation_spreads_sequences_over_ranks_and_never_leaves_one_empty():
+    def frames(lengths: list[int], rank: int) -> list[int]:
+        sampler = TemporalBatchSampler(lengths, 4, shuffle=False, pad=False, num_replicas=2, rank=rank)
+        return sorted(i for batch in sampler for i, _ in batch)
+
+    assert (frames([5, 4, 3], 0), frames([5, 4, 3], 1)) == ([0, 1, 2, 3, 4, 9, 10, 11], [5, 6, 7, 8])
+    assert frames([5], 0) == frames([5], 1) == [0, 1, 2, 3, 4]  # the idle rank evaluates a copy
+
+
 def test_dataset_follows_the_batch_contract(tmp_path):
     cfg = small(objects_per_scene=(0, 2), with_depth=True)
     data = SequenceDataset(load_split(cfg, "train", tmp_path))

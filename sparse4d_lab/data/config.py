@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 # The four moving classes of the TAO Sparse4D model card, in label order.
 CLASSES: tuple[str, ...] = ("person", "fourier_gr1_t2", "agility_digit", "nova_carter")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-FORMAT_VERSION = 1  # bump when the generator's output changes for the same config
+FORMAT_VERSION = 2  # bump when the generator's output changes for the same config
 
 
 class ConfigError(ValueError):

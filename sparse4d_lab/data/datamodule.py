@@ -1,8 +1,10 @@
-"""Lightning DataModule over the synthetic warehouse: cache once, then temporal batches per split."""
+"""Lightning DataModule over any scene source (the synthetic warehouse, MTMC scenes, OVPKL files): temporal
+batches per split."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader
@@ -10,40 +12,67 @@ from torch.utils.data import DataLoader
 from .config import CLASSES, WarehouseConfig
 from .dataset import SequenceDataset, collate
 from .sampler import TemporalBatchSampler
-from .synthetic import ensure_dataset, load_split
+from .synthetic import SceneData, ensure_dataset, load_split
 
 
-class WarehouseDataModule(pl.LightningDataModule):
-    """Train batches shuffle clips and pad slots (full batches, equal steps per rank); val/test walk in order."""
+class SceneSource(Protocol):
+    """Where a DataModule's scenes come from: the class names, a one-off preparation, the scenes of a split."""
+
+    @property
+    def classes(self) -> tuple[str, ...]: ...
+
+    def prepare(self) -> None: ...
+
+    def scenes(self, split: str) -> list[SceneData]: ...
+
+
+class WarehouseSource:
+    """The synthetic warehouse: built (or verified) in its cache by ``prepare``, loaded per split."""
 
     classes = CLASSES
 
+    def __init__(self, config: WarehouseConfig, cache_dir: str | Path | None = None):
+        self.config, self.cache_dir = config, cache_dir
+
+    def prepare(self) -> None:
+        ensure_dataset(self.config, self.cache_dir)
+
+    def scenes(self, split: str) -> list[SceneData]:
+        return load_split(self.config, split, self.cache_dir)
+
+
+class SceneDataModule(pl.LightningDataModule):
+    """Train batches shuffle clips and pad slots (full batches, equal steps per rank); val/test walk in order."""
+
     def __init__(
         self,
-        config: WarehouseConfig,
+        source: SceneSource,
         batch_size: int = 2,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         clip_len: int | None = None,
         seed: int = 0,
-        cache_dir: str | Path | None = None,
     ):
         super().__init__()
-        self.config = config
+        self.source = source
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
-        self.num_workers, self.clip_len, self.seed, self.cache_dir = num_workers, clip_len, seed, cache_dir
+        self.num_workers, self.clip_len, self.seed = num_workers, clip_len, seed
         self.datasets: dict[str, SequenceDataset] = {}
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.source.classes)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
     def prepare_data(self) -> None:
-        ensure_dataset(self.config, self.cache_dir)
+        self.source.prepare()
 
     def dataset(self, split: str) -> SequenceDataset:
         if split not in self.datasets:
-            self.datasets[split] = SequenceDataset(load_split(self.config, split, self.cache_dir))
+            self.datasets[split] = SequenceDataset(self.source.scenes(split))
         return self.datasets[split]
 
     def setup(self, stage: str | None = None) -> None:
@@ -80,3 +109,20 @@ class WarehouseDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
+
+
+class WarehouseDataModule(SceneDataModule):
+    """The DataModule of the synthetic warehouse (cache once, then temporal batches per split)."""
+
+    def __init__(
+        self,
+        config: WarehouseConfig,
+        batch_size: int = 2,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        clip_len: int | None = None,
+        seed: int = 0,
+        cache_dir: str | Path | None = None,
+    ):
+        super().__init__(WarehouseSource(config, cache_dir), batch_size, eval_batch_size, num_workers, clip_len, seed)
+        self.config, self.cache_dir = config, cache_dir

@@ -233,6 +233,26 @@ def render_frame(
     return canvas, visibility
 
 
+def visible_rects(canvas: Canvas, count: int) -> np.ndarray:
+    """Each target's visible pixels as a box ``[count, 4]`` (x1, y1, x2, y2; pixel edges), NaN if unseen.
+
+    This is how the MTMC ground truth's "2d bounding box visible" is defined: from what the renderer shows.
+    """
+    rows, cols = np.nonzero(canvas.instance >= 0)
+    ids = canvas.instance[rows, cols]
+    rects = np.full((count, 4), np.nan)
+    if ids.size:
+        seen = np.zeros(count, bool)
+        seen[ids] = True
+        for k, (values, reduce, pad) in enumerate(
+            ((cols, np.minimum, 0), (rows, np.minimum, 0), (cols, np.maximum, 1), (rows, np.maximum, 1))
+        ):
+            out = np.full(count, np.inf if reduce is np.minimum else -np.inf)
+            reduce.at(out, ids, values + pad)
+            rects[seen, k] = out[seen]
+    return rects
+
+
 def finish_image(canvas: Canvas, rng: np.random.Generator, noise_std: float) -> np.ndarray:
     """Add sensor noise and quantise to ``uint8 [H, W, 3]``."""
     img = canvas.colour + rng.normal(0.0, noise_std, canvas.colour.shape) if noise_std > 0 else canvas.colour

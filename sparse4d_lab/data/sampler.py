@@ -76,7 +76,11 @@ class TemporalBatchSampler(Sampler[list[tuple[int, bool]]]):
                     slot.append((first, take))
                     load[s] += take
                     cursor += 1
-        mine = slots[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+        mine = slots[self.rank :: self.num_replicas]  # slots interleave over ranks: few sequences still spread
+        if not any(mine) and clips and not self.pad:
+            # Lightning needs a batch on every rank: a rank left without a sequence evaluates a copy of the first
+            # one, whose frames the evaluation then counts once (``Sparse4DModule`` pools ranks by frame).
+            mine = [[clips[0]]]
         return sorted(mine, key=lambda slot: -sum(n for _, n in slot))
 
     @staticmethod

@@ -8,8 +8,6 @@ rebuilt, never used. Builds happen in a temporary folder renamed into place, und
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -23,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..locks import file_lock
 from .config import FORMAT_VERSION, SPLITS, WarehouseConfig
-from .render import depth_map, finish_image, make_camera, render_background, render_frame
+from .render import depth_map, finish_image, make_camera, render_background, render_frame, visible_rects
 from .scene import DISTRACTOR_KINDS, make_scene
 
 log = logging.getLogger(__name__)
@@ -37,8 +36,9 @@ def default_cache_dir() -> Path:
 
 @dataclass
 class SceneData:
-    """One rendered scene as arrays. Per-frame ground truth is flat, frame ``t`` owning rows
-    ``frame_offsets[t]:frame_offsets[t + 1]``."""
+    """One scene as arrays. Per-frame ground truth is flat, frame ``t`` owning rows
+    ``frame_offsets[t]:frame_offsets[t + 1]``. Real recordings fill ``images`` and ``depth`` with lazily
+    decoding ``media.CameraFrames``, indexed like the arrays."""
 
     name: str
     images: np.ndarray  # [T, N, H, W, 3] uint8
@@ -54,8 +54,11 @@ class SceneData:
     visibility: np.ndarray  # [S, N]
     distractor_boxes: np.ndarray  # [K, 10]
     distractor_kinds: np.ndarray  # [K] index into DISTRACTOR_KINDS
-    room_size: np.ndarray  # [2]
+    room_size: np.ndarray  # [2]; (0, 0) when the room is unknown (real recordings)
     depth: np.ndarray | None = None  # [T, N, H, W] uint16 millimetres to the image plane
+    boxes_2d: np.ndarray | None = None  # [S, N, 4] visible 2D box (x1, y1, x2, y2) per camera, NaN where unseen
+    frame_ids: np.ndarray | None = None  # [T] source frame number of each frame (None: 0 .. T-1)
+    cameras: np.ndarray | None = None  # [N] camera ids of real recordings
 
     @property
     def num_frames(self) -> int:
@@ -75,14 +78,16 @@ def render_scene(cfg: WarehouseConfig, split: str, index: int) -> SceneData:
     w, h = cfg.image_size
     images = np.zeros((T, N, h, w, 3), dtype=np.uint8)
     depth = np.zeros((T, N, h, w), dtype=np.uint16) if cfg.with_depth else None
-    boxes, labels, ids, visibility, offsets = [], [], [], [], [0]
+    boxes, labels, ids, visibility, boxes_2d, offsets = [], [], [], [], [], [0]
     for t in range(T):
         alive = np.flatnonzero(scene.present[t])
         frame_boxes = scene.boxes[t, alive]
         bodies = [scene.objects[i] for i in alive]
         vis = np.zeros((len(alive), N))
+        rects = np.full((len(alive), N, 4), np.nan)
         for n, (cam, background) in enumerate(zip(cameras, backgrounds, strict=True)):
             canvas, vis[:, n] = render_frame(scene, cam, background, frame_boxes, bodies)
+            rects[:, n] = visible_rects(canvas, len(alive))
             images[t, n] = finish_image(canvas, noise_rng, cfg.noise_std)
             if depth is not None:
                 depth[t, n] = np.clip(np.round(depth_map(canvas, cam) * 1000.0), 0, 65535).astype(np.uint16)
@@ -90,6 +95,7 @@ def render_scene(cfg: WarehouseConfig, split: str, index: int) -> SceneData:
         labels.append(scene.labels[alive])
         ids.append(scene.ids[alive])
         visibility.append(vis)
+        boxes_2d.append(rects)
         offsets.append(offsets[-1] + len(alive))
     distractors = [d.box for d in scene.distractors]
     return SceneData(
@@ -109,6 +115,7 @@ def render_scene(cfg: WarehouseConfig, split: str, index: int) -> SceneData:
         distractor_kinds=np.array([DISTRACTOR_KINDS.index(k) for k in scene.distractor_kinds], dtype=np.int64),
         room_size=np.asarray(scene.room_size, dtype=np.float64),
         depth=depth,
+        boxes_2d=np.concatenate(boxes_2d).reshape(-1, N, 4),
     )
 
 
@@ -145,17 +152,6 @@ def _verify(root: Path, cfg: WarehouseConfig) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _build_one(cfg: WarehouseConfig, split: str, index: int, folder: Path) -> tuple[str, str]:
     name = f"{split}_{index:04d}.npz"
     _save(render_scene(cfg, split, index), folder / name)
@@ -179,7 +175,7 @@ def ensure_dataset(cfg: WarehouseConfig, cache_dir: str | Path | None = None, wo
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     root = cache / f"warehouse-{cfg.digest()}"
-    with _locked(cache / f"warehouse-{cfg.digest()}.lock"):
+    with file_lock(cache / f"warehouse-{cfg.digest()}.lock"):
         if root.exists() and _verify(root, cfg):
             return root
         if root.exists():

@@ -3,24 +3,33 @@
     python -m sparse4d_lab.eval detection --gt GT.json --pred PRED.json [--classes a,b]
     python -m sparse4d_lab.eval tracking --gt GT.json --pred PRED.json [--classes a,b] [--min-score S] [--gate M]
     python -m sparse4d_lab.eval false-positives --gt GT.json --pred PRED.json [--distractors D.json]
+    python -m sparse4d_lab.eval aicity --gt [SCENE_ID=]ground_truth.json ... --pred track1.txt [--classes a,b]
 
 Files hold JSON lists of records: detection `{sample, x, y, z, w, l, h, yaw, vx, vy, cls, score}`, tracking adds
-`{scene, t, id}`. Undefined figures (e.g. a class without ground truth) print as null. Bad input exits with
-status 2 and a message naming the record and field.
+`{scene, t, id}`. `aicity` reads the AI City 2025 track-1 files instead: MTMC ground_truth.json files (the scene
+id before `=`, or the trailing number of the scene folder) or ground truth in the submission format (`.txt`), and a
+submission `track1.txt`; it prints the 3D HOTA by scene and class. Undefined figures (e.g. a class without ground
+truth) print as null. Bad input exits with status 2 and a message naming the record and field.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from .aicity import evaluate_aicity, ground_truth_tracks, read_submission, scene_number
 from .detection import evaluate_detection
 from .false_positives import false_positive_report
 from .records import (
     EvalInputError,
+    Tracks,
     class_codes,
     detections_from_records,
     finite_or_none,
@@ -46,10 +55,20 @@ def _parser() -> argparse.ArgumentParser:
         ("detection", "nuScenes detection metrics (mAP, NDS, TP errors)"),
         ("tracking", "CLEAR-MOT/IDF1, HOTA, nuScenes AMOTA and ID stability"),
         ("false-positives", "false positives per frame, by score threshold"),
+        ("aicity", "AI City 2025 track 1: 3D HOTA (3D IoU) of a track1.txt per scene and class"),
     ):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--gt", required=True, help="ground-truth records (JSON list)")
-        p.add_argument("--pred", required=True, help="predicted records (JSON list)")
+        if name == "aicity":
+            p.add_argument(
+                "--gt",
+                required=True,
+                nargs="+",
+                help="[SCENE_ID=]ground_truth.json, or a .txt in the submission format",
+            )
+            p.add_argument("--pred", required=True, help="submission file (track1.txt)")
+        else:
+            p.add_argument("--gt", required=True, help="ground-truth records (JSON list)")
+            p.add_argument("--pred", required=True, help="predicted records (JSON list)")
         p.add_argument("--classes", help="comma-separated classes to evaluate (default: all classes present)")
         if name == "tracking":
             p.add_argument("--min-score", type=float, help="drop predictions below this score before CLEAR/HOTA")
@@ -63,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Evaluate as the command line would and return the result (before JSON encoding)."""
     args = _parser().parse_args(argv)
+    if args.command == "aicity":
+        return _aicity(args.gt, args.pred, _classes(args.classes))
     gt_records = load_records(args.gt, "ground truth")
     pred_records = load_records(args.pred, "prediction")
     classes = _classes(args.classes)
@@ -91,6 +112,27 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if not isinstance(distractors, dict):
             raise EvalInputError("--distractors must hold a JSON object {sample: [[10 numbers], ...]}")
     return false_positive_report(gt, pred, distractors=distractors, near_distance=args.near)
+
+
+def _aicity(gt_paths: Sequence[str], pred_path: str, classes: list[str] | None) -> dict[str, Any]:
+    """Ground truth of every scene given; predictions for other scenes are counted and left out."""
+    parts = []
+    for item in gt_paths:
+        given = re.fullmatch(r"(\d+)=(.+)", item)
+        path = given[2] if given else item
+        if path.endswith(".txt"):
+            parts.append(read_submission(path))
+        else:
+            scene_id = int(given[1]) if given else scene_number(Path(path).resolve().parent.name)
+            parts.append(ground_truth_tracks(path, scene_id))
+    gt = Tracks(
+        *(np.concatenate([getattr(p, f) for p in parts]) for f in ("scene", "t", "track_id", "boxes", "label", "score"))
+    )
+    pred = read_submission(pred_path)
+    known = np.isin(pred.scene, np.unique(gt.scene))
+    result = evaluate_aicity(gt, pred.select(known), classes)
+    result["pred_boxes_of_other_scenes"] = int((~known).sum())
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,417 @@
+"""Reader for MTMC_Tracking_2025 scenes (NVIDIA PhysicalAI-SmartSpaces, the AI City 2025 track-1 data).
+
+A scene folder holds ``videos/<camera>.mp4``, ``calibration.json``, ``ground_truth.json`` (train/val), optional
+``depth_maps/<camera>.h5`` and ``map.png``. The formats, as read here:
+
+* calibration: ``{"sensors": [{"type": "camera", "id", "intrinsicMatrix" 3x3, "extrinsicMatrix" 3x4 world ->
+  camera (OpenCV axes), "attributes": [{"name": "fps" | "frameWidth" | "frameHeight" | ..., "value": str}]}]}``;
+  the projection is ``K4 @ [E; 0 0 0 1]``.
+* ground truth: ``{"<frame>": [{"object type", "object id", "3d location" (box centre), "3d bounding box scale"
+  [w, l, h], "3d bounding box rotation" [pitch, roll, yaw], "2d bounding box visible" {camera: [x1, y1, x2,
+  y2]}}]}``; keys may use underscores for spaces. ``w`` spans the object's x axis, ``l`` its y axis, and the
+  object faces its -y axis. The project's box has ``l`` along the heading, so a box maps exactly (same corners)
+  as ``[x, y, z, l=scale[1], w=scale[0], h, yaw - pi/2]`` (``boxes_from_mtmc``). Pitch and roll are not modelled
+  (they are zero for objects on the floor); boxes with either are counted as tilted.
+* depth: ``depth_maps/<camera>.h5`` with PNG-encoded uint16 datasets ``distance_to_image_plane_{frame:05d}.png``
+  (millimetres to the image plane, the project's depth unit).
+
+The file carries no velocity; the reader derives it from the next source frame's position, (next - now) x fps,
+or from the previous one at a track's last frame. A frame missing from ``ground_truth.json`` is a frame without
+objects (counted). Videos are probed when a scene loads (a corrupt file is refused there, naming it); a camera in
+the calibration without a video, or a video without calibration, is skipped and counted unless it was asked for by
+name. The parsed ground truth is cached as ``.npz`` (keyed by path, size and modification time), because a
+ground-truth file can take a minute to parse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import ConfigError
+from .media import CameraFrames, ImageFrames, MediaError, VideoFrames, probe_video
+from .real import (
+    DataError,
+    LoadReport,
+    Objects,
+    RealDataConfig,
+    Rig,
+    assemble,
+    make_rig,
+    split_entries,
+    wrap_angle,
+)
+from .synthetic import SceneData, default_cache_dir
+
+log = logging.getLogger(__name__)
+
+GT_FORMAT = 1  # bump when the parsed ground-truth cache changes
+# The "object type" names of the ground truth, in the order of the AI City 2025 class ids.
+MTMC_CLASSES: tuple[str, ...] = ("Person", "Forklift", "NovaCarter", "Transporter", "FourierGR1T2", "AgilityDigit")
+DEPTH_KEY = "distance_to_image_plane_{frame:05d}.png"
+
+
+def camera_name(index: int) -> str:
+    """MTMC camera ids: ``Camera``, ``Camera_01``, ``Camera_02``, ..."""
+    return "Camera" if index == 0 else f"Camera_{index:02d}"
+
+
+def boxes_from_mtmc(location: np.ndarray, scale: np.ndarray, yaw: np.ndarray) -> np.ndarray:
+    """MTMC centre, scale [w, l, h] and yaw -> project boxes ``[K, 7]`` (``[x, y, z, l, w, h, yaw]``)."""
+    location, scale = np.asarray(location, float).reshape(-1, 3), np.asarray(scale, float).reshape(-1, 3)
+    yaw = wrap_angle(np.asarray(yaw, float).reshape(-1) - math.pi / 2)
+    return np.concatenate([location, scale[:, [1, 0, 2]], yaw[:, None]], axis=1)
+
+
+def boxes_to_mtmc(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Project boxes ``[K, >=7]`` -> MTMC (centre, scale [w, l, h], yaw): the inverse of ``boxes_from_mtmc``."""
+    boxes = np.atleast_2d(np.asarray(boxes, float))
+    return boxes[:, :3], boxes[:, [4, 3, 5]], wrap_angle(boxes[:, 6] + math.pi / 2)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Calibration
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CameraCalibration:
+    intrinsic: np.ndarray  # [3, 3]
+    extrinsic: np.ndarray  # [4, 4] world -> camera
+    frame_wh: tuple[int, int] | None  # (W, H) the intrinsics refer to, if the file says
+    fps: float | None
+
+
+def _matrix(value: Any, shape: tuple[int, int], where: str) -> np.ndarray:
+    try:
+        m = np.asarray(value, dtype=float).reshape(shape)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"{where}: expected a {shape[0]}x{shape[1]} matrix, got {value!r:.80}") from err
+    if not np.isfinite(m).all():
+        raise DataError(f"{where}: holds NaN or infinite values")
+    return m
+
+
+def read_calibration(path: Path) -> dict[str, CameraCalibration]:
+    """Camera id -> calibration, in file order; every camera sensor must have both matrices."""
+    try:
+        sensors = json.loads(path.read_text())["sensors"]
+    except FileNotFoundError:
+        raise DataError(f"{path} is missing: every MTMC scene needs its calibration.json") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: not an MTMC calibration ({err}); expected {{'sensors': [...]}}") from err
+    cameras: dict[str, CameraCalibration] = {}
+    for i, sensor in enumerate(sensors):
+        if str(sensor.get("type", "camera")).lower() != "camera":
+            continue
+        where = f"{path} sensor {i} ({sensor.get('id', '?')})"
+        for key in ("id", "intrinsicMatrix", "extrinsicMatrix"):
+            if key not in sensor:
+                raise DataError(f"{where}: has no '{key}'")
+        extrinsic = np.eye(4)
+        extrinsic[:3] = _matrix(sensor["extrinsicMatrix"], (3, 4), f"{where} extrinsicMatrix")
+        attributes = {a.get("name"): a.get("value") for a in sensor.get("attributes", []) if isinstance(a, dict)}
+        try:
+            width, height = attributes.get("frameWidth"), attributes.get("frameHeight")
+            frame_wh = (int(float(width)), int(float(height))) if width and height else None
+            fps = float(attributes["fps"]) if attributes.get("fps") else None
+        except (TypeError, ValueError) as err:
+            raise DataError(f"{where}: attribute frameWidth/frameHeight/fps is not a number ({err})") from err
+        cameras[str(sensor["id"])] = CameraCalibration(
+            _matrix(sensor["intrinsicMatrix"], (3, 3), f"{where} intrinsicMatrix"), extrinsic, frame_wh, fps
+        )
+    if not cameras:
+        raise DataError(f"{path}: lists no camera sensor")
+    return cameras
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Ground truth
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GroundTruth:
+    """Every object row of a ground_truth.json as arrays; 2D boxes sparse (row, camera, box)."""
+
+    frame: np.ndarray  # [K] source frame
+    type: np.ndarray  # [K] raw class name
+    id: np.ndarray  # [K]
+    location: np.ndarray  # [K, 3]
+    scale: np.ndarray  # [K, 3] (w, l, h)
+    rotation: np.ndarray  # [K, 3] (pitch, roll, yaw)
+    cameras: np.ndarray  # [C] camera ids named by the 2D boxes
+    box_row: np.ndarray  # [B] row of each visible 2D box
+    box_camera: np.ndarray  # [B] index into cameras
+    box: np.ndarray  # [B, 4] x1, y1, x2, y2 (recorded pixels)
+
+    @property
+    def frames(self) -> np.ndarray:
+        return np.unique(self.frame)
+
+    @classmethod
+    def empty(cls) -> GroundTruth:
+        ints, names = np.zeros(0, np.int64), np.zeros(0, str)
+        return cls(ints, names, ints, np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3)), names, ints, ints,
+                   np.zeros((0, 4)))  # fmt: skip
+
+
+def parse_ground_truth(path: Path) -> GroundTruth:
+    """Every object of a ground_truth.json as arrays (no cache; see ``read_ground_truth``)."""
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected an object {{frame: [objects]}}, found {type(data).__name__}")
+    rows: list[tuple] = []
+    boxes: list[tuple] = []
+    cameras: dict[str, int] = {}
+    for key, objects in data.items():
+        try:
+            frame = int(key)
+        except ValueError:
+            raise DataError(f"{path}: frame key {key!r} is not a frame number") from None
+        for i, raw in enumerate(objects or []):
+            obj = {str(k).replace("_", " "): v for k, v in raw.items()}
+            try:
+                loc, scale, rot = obj["3d location"], obj["3d bounding box scale"], obj["3d bounding box rotation"]
+                row = (frame, str(obj["object type"]), int(obj["object id"]), *loc, *scale, *rot)
+            except KeyError as err:
+                raise DataError(
+                    f"{path}: frame {key} object {i} has no {err}; each object needs 'object type', 'object id', "
+                    "'3d location', '3d bounding box scale' and '3d bounding box rotation'"
+                ) from None
+            if len(row) != 12:
+                raise DataError(f"{path}: frame {key} object {i}: location, scale and rotation need 3 values each")
+            for cam, box in (obj.get("2d bounding box visible") or {}).items():
+                boxes.append((len(rows), cameras.setdefault(str(cam), len(cameras)), *box))
+            rows.append(row)
+    table = np.asarray([r[3:] for r in rows], float).reshape(-1, 9)
+    box_table = np.asarray(boxes, float).reshape(-1, 6)
+    return GroundTruth(
+        frame=np.asarray([r[0] for r in rows], np.int64),
+        type=np.asarray([r[1] for r in rows], dtype=str),
+        id=np.asarray([r[2] for r in rows], np.int64),
+        location=table[:, 0:3],
+        scale=table[:, 3:6],
+        rotation=table[:, 6:9],
+        cameras=np.asarray(list(cameras), dtype=str),
+        box_row=box_table[:, 0].astype(np.int64),
+        box_camera=box_table[:, 1].astype(np.int64),
+        box=box_table[:, 2:6],
+    )
+
+
+def read_ground_truth(path: Path, cache_dir: str | Path | None = None) -> GroundTruth:
+    """Parse a ground_truth.json, through an ``.npz`` cache in ``cache_dir`` (keyed by path, size and mtime)."""
+    stat = path.stat()
+    key = hashlib.sha256(f"{GT_FORMAT}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "mtmc-gt" / f"{key[:24]}.npz"
+    if cache.exists():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                return GroundTruth(**{k: z[k] for k in z.files})
+        except (OSError, ValueError, TypeError):
+            log.warning("ground-truth cache %s is unreadable: parsing %s again", cache, path)
+    gt = parse_ground_truth(path)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **vars(gt))
+    tmp.replace(cache)  # atomic: concurrent jobs never read a half-written cache
+    return gt
+
+
+def _velocity(gt: GroundTruth, fps: float) -> np.ndarray:
+    """[K, 3] (next - now) x fps per (class, id) track over source frames; (now - previous) at a track's end."""
+    velocity = np.zeros((len(gt.frame), 3))
+    if not len(gt.frame):
+        return velocity
+    _, track = np.unique(np.char.add(np.char.add(gt.type, "#"), gt.id.astype(str)), return_inverse=True)
+    key = track.reshape(-1).astype(np.int64) * (int(gt.frame.max()) + 2) + gt.frame
+    order = np.argsort(key)
+    sorted_key = key[order]
+
+    def row_at(offset: int) -> np.ndarray:
+        """Row of the same track ``offset`` frames away, -1 if there is none."""
+        pos = np.minimum(np.searchsorted(sorted_key, key + offset), len(key) - 1)
+        return np.where(sorted_key[pos] == key + offset, order[pos], -1)
+
+    nxt, prv = row_at(1), row_at(-1)
+    has_next, has_prev = nxt >= 0, (nxt < 0) & (prv >= 0)
+    velocity[has_next] = (gt.location[nxt[has_next]] - gt.location[has_next]) * fps
+    velocity[has_prev] = (gt.location[has_prev] - gt.location[prv[has_prev]]) * fps
+    return velocity
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Scenes
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class MtmcConfig(RealDataConfig):
+    """MTMC_Tracking_2025 data: ``root`` holds split folders (train/, val/, test/) of scene folders."""
+
+    root: str | None = None
+    require_gt: bool = True  # False: scenes without ground_truth.json load with no objects (inference)
+    cache_dir: str | None = None  # parsed ground-truth cache; None: $SPARSE4D_LAB_CACHE or ~/.cache/sparse4d_lab
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.root is None:
+            raise ConfigError("data.root: set it to the MTMC_Tracking_2025 folder (the one holding train/ and val/)")
+        if not Path(self.root).is_dir():
+            raise ConfigError(f"data.root: {self.root} is not a folder; point it at MTMC_Tracking_2025")
+
+
+def _choose_cameras(scene: Path, calibration: dict[str, CameraCalibration], cfg: MtmcConfig, report: LoadReport):
+    videos = {p.stem for p in (scene / "videos").glob("*.mp4")}
+    if cfg.cameras is not None:
+        for cam in cfg.cameras:
+            if cam not in calibration:
+                raise DataError(
+                    f"{scene}: data.cameras asks for {cam!r}, which calibration.json does not list "
+                    f"(it lists {list(calibration)})"
+                )
+            if cam not in videos:
+                raise DataError(f"{scene}: data.cameras asks for {cam!r}, but videos/{cam}.mp4 does not exist")
+        return list(cfg.cameras)
+    chosen = []
+    for cam in calibration:
+        if cam in videos:
+            chosen.append(cam)
+        else:
+            report.skipped_cameras[cam] = "in calibration.json but videos/ has no video"
+    for cam in sorted(videos - set(calibration)):
+        report.skipped_cameras[cam] = "video without calibration"
+    if not chosen:
+        raise DataError(f"{scene}: no camera has both a calibration and a video in videos/")
+    return chosen
+
+
+def load_scene(scene: Path, cfg: MtmcConfig) -> tuple[SceneData, LoadReport]:
+    """One scene folder as a lazily decoding SceneData, and what was skipped on the way."""
+    report = LoadReport(scene.name)
+    calibration = read_calibration(scene / "calibration.json")
+    names = _choose_cameras(scene, calibration, cfg, report)
+    infos = []
+    for cam in names:
+        try:
+            infos.append(probe_video(scene / "videos" / f"{cam}.mp4"))
+        except MediaError as err:
+            raise DataError(f"{err}; or leave camera {cam} out with data.cameras") from err
+    fps = next((calibration[c].fps for c in names if calibration[c].fps), None) or infos[0].fps
+    source_wh = np.asarray([calibration[c].frame_wh or (i.width, i.height) for c, i in zip(names, infos, strict=True)])
+    lengths = [i.num_frames for i in infos]
+    num_source = min(lengths)
+    report.frames_dropped += max(lengths) - num_source
+
+    gt_path = scene / "ground_truth.json"
+    if gt_path.exists():
+        gt = read_ground_truth(gt_path, cfg.cache_dir)
+    elif cfg.require_gt:
+        raise DataError(f"{gt_path} is missing; it is needed to train or evaluate (data.require_gt=false to infer)")
+    else:
+        gt = GroundTruth.empty()
+    frame_ids = cfg.select_frames(range(num_source))
+    if len(frame_ids) == 0:
+        raise DataError(
+            f"{scene}: no frame left: {num_source} frames, data.start_frame={cfg.start_frame}, "
+            f"data.frame_stride={cfg.frame_stride}"
+        )
+    report.frames_without_gt += len(np.setdiff1d(frame_ids, gt.frames))
+
+    rig = make_rig(
+        names,
+        np.stack([calibration[c].intrinsic for c in names]),
+        np.stack([calibration[c].extrinsic for c in names]),
+        source_wh,
+        cfg,
+    )
+    objects = _objects(gt, frame_ids, rig, fps, cfg, report, gt_path)
+    out_wh = tuple(int(v) for v in rig.image_wh[0])
+    readers = [VideoFrames(scene / "videos" / f"{c}.mp4", i.fps, out_wh) for c, i in zip(names, infos, strict=True)]
+    images = CameraFrames(readers, frame_ids, (out_wh[1], out_wh[0], 3), np.uint8)
+    depth = None
+    if cfg.with_depth:
+        depth_readers = []
+        for cam in names:
+            h5 = scene / "depth_maps" / f"{cam}.h5"
+            if not h5.exists():
+                raise DataError(f"{h5} is missing; set data.with_depth=false or add the scene's depth maps")
+            refs = [(str(h5), DEPTH_KEY.format(frame=f)) for f in range(num_source)]
+            depth_readers.append(ImageFrames(refs, out_wh, depth=True))
+        depth = CameraFrames(depth_readers, frame_ids, (out_wh[1], out_wh[0]), np.uint16)
+    data = assemble(scene.name, frame_ids, frame_ids / fps, rig, objects, images, depth, cfg, report)
+    return data, report
+
+
+def _objects(
+    gt: GroundTruth, frame_ids: np.ndarray, rig: Rig, fps: float, cfg: MtmcConfig, report: LoadReport, source: Path
+) -> Objects:
+    velocity = _velocity(gt, fps)
+    position = np.full(int(max(gt.frame.max(initial=0), frame_ids.max())) + 1, -1, np.int64)
+    position[frame_ids] = np.arange(len(frame_ids))
+    rows = np.flatnonzero(position[gt.frame] >= 0)
+    labels = cfg.label_of(gt.type[rows], str(source), report)
+    report.tilted_boxes += int(np.sum(np.abs(gt.rotation[rows, :2]).max(axis=1, initial=0) > 1e-3))
+    boxes = np.zeros((len(rows), 10))
+    boxes[:, :7] = boxes_from_mtmc(gt.location[rows], gt.scale[rows], gt.rotation[rows, 2])
+    boxes[:, 7:] = velocity[rows]
+    # Visible 2D boxes of the chosen cameras, scaled to the network image; visibility 1 where a camera has one.
+    n_cam = len(rig.names)
+    boxes_2d = np.full((len(rows), n_cam, 4), np.nan)
+    slot = np.full(len(gt.frame), -1, np.int64)
+    slot[rows] = np.arange(len(rows))
+    cam_slot = np.asarray([rig.names.index(c) if c in rig.names else -1 for c in gt.cameras], np.int64)
+    keep = (slot[gt.box_row] >= 0) & (cam_slot[gt.box_camera] >= 0)
+    r, c = slot[gt.box_row[keep]], cam_slot[gt.box_camera[keep]]
+    boxes_2d[r, c] = gt.box[keep] * np.tile(rig.scale[c], 2)
+    return Objects(
+        frame=position[gt.frame[rows]],
+        boxes=boxes,
+        labels=labels,
+        ids=gt.id[rows],
+        visibility=np.isfinite(boxes_2d[..., 0]).astype(float),
+        boxes_2d=boxes_2d,
+    )
+
+
+class MtmcSource:
+    """The splits of an MTMC_Tracking_2025 folder as SceneData lists (see ``SceneDataModule``)."""
+
+    def __init__(self, config: MtmcConfig):
+        self.config = config
+        self.root = Path(config.root)
+        self.reports: dict[str, LoadReport] = {}
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.config.classes
+
+    def scene_dirs(self, split: str) -> list[Path]:
+        return split_entries(self.root, split, self.config, lambda p: (p / "calibration.json").is_file(), "*")
+
+    def prepare(self) -> None:
+        """Parse (and cache) every scene's ground truth once, before training starts."""
+        for split in self.config.splits:
+            for scene in self.scene_dirs(split):
+                if (scene / "ground_truth.json").exists():
+                    read_ground_truth(scene / "ground_truth.json", self.config.cache_dir)
+
+    def load(self, scene: Path) -> SceneData:
+        data, self.reports[scene.name] = load_scene(scene, self.config)
+        return data
+
+    def scenes(self, split: str) -> list[SceneData]:
+        return [self.load(scene) for scene in self.scene_dirs(split)]
