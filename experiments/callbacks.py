@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import atexit
 import os
 from pathlib import Path
 from typing import Any
@@ -12,7 +12,6 @@ from omegaconf import DictConfig
 
 from . import tracking
 
-log = logging.getLogger(__name__)
 STUDY_RUN_ENV = "SPARSE4D_LAB_STUDY_RUN"
 
 
@@ -27,11 +26,23 @@ def study_key(study: str, overrides: list[str], swept_keys: set[str]) -> str:
     return tracking.config_hash({"study": study, "overrides": fixed})
 
 
-def study_arms_and_seeds(config: DictConfig) -> tuple[list[str], list[int]]:
-    params = config.hydra.sweeper.get("params") or {}
-    arms = swept(params["loss"]) if "loss" in params else [config.loss.arm]
-    seeds = [int(s) for s in swept(params["seed"])] if "seed" in params else [int(config.seed)]
-    return arms, seeds
+def study_parent(cfg: DictConfig, hydra: DictConfig) -> str:
+    """Get or create the parent run of the study that ``cfg`` (a job's or the sweep's config, with ``hydra``
+    its Hydra node) belongs to; the same study command always finds the same run."""
+    mlflow = tracking.client(tracking.tracking_uri(cfg.logger.tracking_uri))
+    exp_id = tracking.experiment_id(mlflow, cfg.logger.experiment)
+    params = hydra.sweeper.get("params") or {}
+    arms = swept(params["loss"]) if "loss" in params else [cfg.loss.arm]
+    seeds = swept(params["seed"]) if "seed" in params else [str(cfg.seed)]
+    tags = {"arms": ",".join(arms), "seeds": ",".join(seeds), "baseline": str(cfg.baseline)}
+    key = study_key(cfg.study, list(hydra.overrides.task), set(params))
+    return tracking.study_run(mlflow, exp_id, cfg.study, key, tags)
+
+
+def mark_killed_if_unfinished(mlflow, parent: str) -> None:
+    """At exit: a study that never reached its end (Ctrl-C, a fatal error) is KILLED, not left RUNNING."""
+    if os.environ.get(STUDY_RUN_ENV) == parent:
+        tracking.retry(lambda: mlflow.set_terminated(parent, "KILLED"))
 
 
 class StudyCallback(Callback):
@@ -41,19 +52,16 @@ class StudyCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.get("study"):
             return
+        parent = study_parent(config, config.hydra)
+        os.environ[STUDY_RUN_ENV] = parent
         mlflow = tracking.client(tracking.tracking_uri(config.logger.tracking_uri))
-        exp_id = tracking.experiment_id(mlflow, config.logger.experiment)
-        params = config.hydra.sweeper.get("params") or {}
-        key = study_key(config.study, list(config.hydra.overrides.task), set(params))
-        arms, seeds = study_arms_and_seeds(config)
-        tags = {"arms": ",".join(arms), "seeds": ",".join(map(str, seeds)), "baseline": str(config.baseline)}
-        os.environ[STUDY_RUN_ENV] = tracking.study_run(mlflow, exp_id, config.study, key, tags)
+        atexit.register(mark_killed_if_unfinished, mlflow, parent)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        parent = os.environ.pop(STUDY_RUN_ENV, None)
-        if not config.get("study") or parent is None:
+        if not config.get("study"):
             return
+        parent = os.environ.pop(STUDY_RUN_ENV, None) or study_parent(config, config.hydra)
         from analysis.report import study_report  # analysis reads MLflow only; imported when a study ends
 
         out = Path(config.hydra.sweep.dir)
-        study_report(tracking.tracking_uri(config.logger.tracking_uri), config.logger.experiment, parent, out)
+        study_report(tracking.tracking_uri(config.logger.tracking_uri), parent, out)

@@ -11,10 +11,13 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.entities import Metric, Param
@@ -25,7 +28,11 @@ from sparse4d_lab.lit import Sparse4DModule
 
 from . import tracking
 from .build import build_components, validate
-from .callbacks import STUDY_RUN_ENV, study_key
+from .callbacks import STUDY_RUN_ENV, study_parent
+
+JOB_RUN_ENV = "SPARSE4D_LAB_JOB_RUN"
+JOB_RESUME_ENV = "SPARSE4D_LAB_JOB_RESUME"
+JOB_OVERRIDES_ENV = "SPARSE4D_LAB_JOB_OVERRIDES"
 
 log = logging.getLogger(__name__)
 # Config keys that say where things go, not what is computed: left out of the job's identity.
@@ -46,7 +53,7 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
     return {prefix[:-1]: json.dumps(tree) if isinstance(tree, list | tuple) else str(tree)}
 
 
-def parent_run(cfg: DictConfig, mlflow, exp_id: str) -> str | None:
+def parent_run(cfg: DictConfig) -> str | None:
     """The study's parent run: from the launching process, or (launchers that lose the environment) looked up."""
     if not cfg.get("study"):
         return None
@@ -54,10 +61,7 @@ def parent_run(cfg: DictConfig, mlflow, exp_id: str) -> str | None:
         return os.environ[STUDY_RUN_ENV]
     from hydra.core.hydra_config import HydraConfig
 
-    hydra = HydraConfig.get()
-    params = hydra.sweeper.get("params") or {}
-    key = study_key(cfg.study, list(hydra.overrides.task), set(params))
-    return tracking.study_run(mlflow, exp_id, cfg.study, key, {"baseline": str(cfg.baseline)})
+    return study_parent(cfg, HydraConfig.get())
 
 
 def open_run(cfg: DictConfig, mlflow, exp_id: str, identity: dict, job_hash: str) -> tuple[str | None, bool]:
@@ -65,7 +69,7 @@ def open_run(cfg: DictConfig, mlflow, exp_id: str, identity: dict, job_hash: str
     existing = tracking.job_runs(mlflow, exp_id, job_hash)
     if any(r.info.status == "FINISHED" and r.data.tags.get("complete") == "1" for r in existing):
         return None, False
-    parent = parent_run(cfg, mlflow, exp_id)
+    parent = parent_run(cfg)
     sha, dirty = tracking.git_state(Path(cfg.paths.root))
     tags = {
         "kind": "job",
@@ -92,22 +96,49 @@ def open_run(cfg: DictConfig, mlflow, exp_id: str, identity: dict, job_hash: str
     return run_id, False
 
 
+def process_rank() -> int:
+    """Global rank of this process when a launcher (Lightning DDP, torchrun, SLURM) started several; else 0."""
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def worker_run(mlflow, exp_id: str, job_hash: str, timeout: float = 300.0) -> str:
+    """A DDP worker (rank > 0) logs into rank 0's run: handed down by the environment, or looked up when a
+    cluster launcher started every rank at once."""
+    if os.environ.get(JOB_RUN_ENV):
+        return os.environ[JOB_RUN_ENV]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = [r for r in tracking.job_runs(mlflow, exp_id, job_hash) if r.info.status == "RUNNING"]
+        if running:
+            return running[0].info.run_id
+        time.sleep(2.0)
+    raise RuntimeError(f"rank {process_rank()}: no RUNNING MLflow run of job {job_hash} from rank 0 in {timeout} s")
+
+
 def train_job(cfg: DictConfig) -> dict[str, float] | None:
-    """Run one job; returns its test metrics, or None if it failed (the failure is recorded in MLflow)."""
+    """Run one job; returns its test metrics, or None if it was skipped or failed (a failure is in MLflow)."""
     validate(cfg)
     identity = job_identity(cfg)
     job_hash = tracking.config_hash(identity)
     uri = tracking.tracking_uri(cfg.logger.tracking_uri)
     mlflow = tracking.client(uri)
     exp_id = tracking.experiment_id(mlflow, cfg.logger.experiment)
+    ckpt_dir = Path(cfg.paths.checkpoints) / job_hash
+    last = ckpt_dir / "last.ckpt"
+    if process_rank() > 0:  # rank 0 owns the run's status; a worker only trains
+        resume = os.environ.get(JOB_RESUME_ENV)
+        return fit_and_test(cfg, uri, worker_run(mlflow, exp_id, job_hash), ckpt_dir, Path(resume) if resume else None)
     run_id, resumed = open_run(cfg, mlflow, exp_id, identity, job_hash)
     if run_id is None:
         log.info("job %s (%s seed %s) already finished: skipped", job_hash, cfg.loss.arm, cfg.seed)
         return None
-    ckpt_dir = Path(cfg.paths.checkpoints) / job_hash
-    last = ckpt_dir / "last.ckpt"
+    resume_from = last if resumed and last.exists() else None
     try:
-        metrics = _train(cfg, uri, run_id, ckpt_dir, last if resumed and last.exists() else None)
+        with ddp_handover(run_id, resume_from):
+            metrics = fit_and_test(cfg, uri, run_id, ckpt_dir, resume_from)
     except (KeyboardInterrupt, SystemExit):
         tracking.retry(lambda: mlflow.set_terminated(run_id, "KILLED"))
         raise
@@ -122,7 +153,38 @@ def train_job(cfg: DictConfig) -> dict[str, float] | None:
     return metrics
 
 
-def _train(cfg: DictConfig, uri: str, run_id: str, ckpt_dir: Path, resume_from: Path | None) -> dict[str, float]:
+@contextmanager
+def ddp_handover(run_id: str, resume_from: Path | None) -> Iterator[None]:
+    """What DDP workers started by Lightning need from rank 0, in the environment they inherit: the run id, the
+    checkpoint to resume from and, inside a study, this job's own overrides (Lightning re-executes the command
+    line, which for a study is the whole sweep; ``experiments.run`` swaps in these overrides)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    before = dict(os.environ)
+    os.environ.update({JOB_RUN_ENV: run_id, JOB_RESUME_ENV: str(resume_from or "")})
+    if HydraConfig.initialized():
+        os.environ[JOB_OVERRIDES_ENV] = json.dumps(list(HydraConfig.get().overrides.task))
+    try:
+        yield
+    finally:
+        # The next job of the study starts clean: Lightning leaves its rank variables (LOCAL_RANK, WORLD_SIZE,
+        # ...) and the process group behind, and would take them for an external launch of the next DDP job.
+        for key in set(os.environ) - set(before):
+            del os.environ[key]
+        os.environ.update(before)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def fit_and_test(
+    cfg: DictConfig,
+    uri: str,
+    run_id: str,
+    ckpt_dir: Path,
+    resume_from: Path | None,
+    callbacks: Sequence[pl.Callback] = (),
+) -> dict[str, float]:
+    """Train and test one job into an existing MLflow run; ``callbacks`` join the trainer's (e.g. a pruner)."""
     pl.seed_everything(int(cfg.seed), workers=True)
     datamodule, module = build_components(cfg)
     logger = MLFlowLogger(experiment_name=cfg.logger.experiment, tracking_uri=uri, run_id=run_id)
@@ -131,7 +193,7 @@ def _train(cfg: DictConfig, uri: str, run_id: str, ckpt_dir: Path, resume_from: 
     trainer = pl.Trainer(
         **trainer_args,
         logger=logger,
-        callbacks=[checkpoint, RichProgressBar()],
+        callbacks=[checkpoint, RichProgressBar(), *callbacks],
         default_root_dir=cfg.paths.output_dir,
         enable_model_summary=False,
     )

@@ -6,10 +6,27 @@ a study ends with its comparison table, printed and logged to its parent run.
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
-from .job import train_job
+from .job import JOB_OVERRIDES_ENV, train_job
+
+# What Lightning appends when it re-executes the command for a DDP worker.
+LIGHTNING_WORKER_ARGS = ("hydra.run.dir=", "hydra.job.name=", "hydra.output_subdir=")
+
+
+def ddp_worker_argv(argv: list[str], environ: dict[str, str]) -> list[str]:
+    """A DDP worker started by Lightning inside a study would re-run the whole sweep: give it its job's
+    overrides (handed down by rank 0) as a single run instead."""
+    overrides = environ.get(JOB_OVERRIDES_ENV)
+    if not overrides or environ.get("LOCAL_RANK", "0") == "0":
+        return argv
+    appended = [a for a in argv[1:] if a.startswith(LIGHTNING_WORKER_ARGS)]
+    return [argv[0], *json.loads(overrides), "hydra.mode=RUN", *appended]
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -18,4 +35,5 @@ def main(cfg: DictConfig) -> dict[str, float] | None:
 
 
 if __name__ == "__main__":
+    sys.argv = ddp_worker_argv(sys.argv, dict(os.environ))
     main()

@@ -11,21 +11,18 @@ import hashlib
 import json
 import logging
 import os
-import random
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
-from sqlalchemy.exc import OperationalError
+
+from sparse4d_lab.locks import file_lock
+from sparse4d_lab.locks import retry_while_locked as retry
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 DEFAULT_URI = "sqlite:///mlflow.db"
 
 
@@ -34,20 +31,21 @@ def tracking_uri(configured: str | None) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
-def retry(fn: Callable[[], T], attempts: int = 8) -> T:
-    """Call ``fn``, retrying with jittered back-off while SQLite reports the database locked."""
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except (MlflowException, OperationalError) as err:
-            if "locked" not in str(err).lower() or attempt == attempts - 1:
-                raise
-            time.sleep(0.2 * 2**attempt * (0.5 + random.random()))
-    raise AssertionError("unreachable")
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative with three slashes, absolute with four)."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
 def client(uri: str) -> MlflowClient:
-    return MlflowClient(tracking_uri=uri)
+    """A client whose store exists. Two processes opening a new SQLite file at once would both run its schema
+    migration and one would fail, so the first creates it under a lock while the others wait."""
+    path = sqlite_file(uri)
+    if path is None:
+        return MlflowClient(tracking_uri=uri)
+    with file_lock(path.with_name(path.name + ".lock")):
+        mlflow = MlflowClient(tracking_uri=uri)  # the store (and its schema) is made here
+        retry(lambda: mlflow.search_experiments(max_results=1))
+    return mlflow
 
 
 def experiment_id(mlflow: MlflowClient, name: str) -> str:

@@ -82,3 +82,11 @@ def test_bad_configs_fail_early_naming_the_key(tmp_path):
         validate(compose_cfg(["loss=focal_onehot", "+loss.options.eos_coef=0.1"], tmp_path))
     with pytest.raises(ConfigError, match=r"data\.num_cameras"):
         validate(compose_cfg(["data.warehouse.num_cameras=0"], tmp_path))
+
+
+def test_slurm_launcher_asks_for_one_task_per_device(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    cfg = compose_cfg(["+ab=loss_fix", "hydra/launcher=slurm", "trainer=ddp", "trainer.num_nodes=2"], tmp_path)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.nodes, launcher.tasks_per_node) == (2, 2) and launcher.max_num_timeout > 0

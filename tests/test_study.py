@@ -16,11 +16,22 @@ ROOT = Path(__file__).parents[1]
 ONE_SEED = ["debug=smoke", "hydra.sweeper.params.seed=0"]
 
 
-def run(cwd: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+def env_of(cwd: Path) -> dict[str, str]:
     env = {**os.environ, "SPARSE4D_LAB_CACHE": str(cwd.parent / "cache"), "PYTHONPATH": str(ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def start(cwd: Path, *overrides: str) -> subprocess.Popen:
+    """The user's command in the background (to run beside another, or to interrupt); output in ``../<n>.log``."""
+    command = [sys.executable, "-m", "experiments.run", *overrides]
+    with open(cwd.parent / f"{len(list(cwd.parent.glob('*.log')))}.log", "w") as log:
+        return subprocess.Popen(command, cwd=cwd, env=env_of(cwd), stdout=log, stderr=subprocess.STDOUT)
+
+
+def run(cwd: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.run", *overrides], cwd=cwd, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "experiments.run", *overrides], cwd=cwd, env=env_of(cwd), capture_output=True, text=True
     )
     if check and result.returncode != 0:
         raise AssertionError(result.stdout[-3000:] + result.stderr[-5000:])
@@ -44,9 +55,16 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def test_smoke_study_end_to_end_then_skips_finished_jobs(workdir):
+    # A second study writes to the same SQLite file at the same time: neither may lose a write.
+    other = start(workdir, "+ab=loss_zoo", *ONE_SEED, "hydra.sweeper.params.loss=detr_ce")
     out = run(workdir, "+ab=loss_fix", *ONE_SEED)
+    assert other.wait() == 0, (workdir.parent / "0.log").read_text()[-3000:]
     client, exp = store(workdir)
-    [parent] = client.search_runs([exp], "tags.kind = 'study'")
+    [zoo] = client.search_runs([exp], "tags.kind = 'study' and tags.ab = 'loss_zoo'")
+    [detr] = client.search_runs([exp], f"tags.{MLFLOW_PARENT_RUN_ID} = '{zoo.info.run_id}'")
+    assert zoo.info.status == detr.info.status == "FINISHED"
+    assert len(client.get_metric_history(detr.info.run_id, "val/mAP")) == 2  # one per epoch of debug=smoke
+    [parent] = client.search_runs([exp], "tags.kind = 'study' and tags.ab = 'loss_fix'")
     assert parent.info.status == "FINISHED" and parent.data.tags["ab"] == "loss_fix"
     children = client.search_runs([exp], f"tags.{MLFLOW_PARENT_RUN_ID} = '{parent.info.run_id}'")
     assert sorted(r.data.tags["arm"] for r in children) == ["focal_filtered", "focal_onehot"]
@@ -63,14 +81,15 @@ def test_smoke_study_end_to_end_then_skips_finished_jobs(workdir):
     assert [r.split("|")[1].strip() for r in rows] == ["focal_filtered", "focal_onehot"]  # baseline first
     assert "focal_filtered" in out.stdout
 
-    start = time.perf_counter()
+    began = time.perf_counter()
     run(workdir, "+ab=loss_fix", *ONE_SEED)  # the same command again: every job already finished
-    assert len(jobs(client, exp)) == 2 and time.perf_counter() - start < 120
-    assert len(client.search_runs([exp], "tags.kind = 'study'")) == 1
+    assert len(jobs(client, exp)) == 3 and time.perf_counter() - began < 120
+    assert len(client.search_runs([exp], "tags.kind = 'study'")) == 2
 
 
 def test_a_failing_job_is_recorded_and_the_study_goes_on(workdir):
-    run(workdir, "+ab=loss_fix", *ONE_SEED, "hydra.sweeper.params.loss=focal_onehot", "train.max_loss=1e-6,1e4")
+    overrides = ["hydra.sweeper.params.loss=focal_onehot", "train.max_loss=1e-6,1e4", "trainer.max_epochs=1"]
+    run(workdir, "+ab=loss_fix", *ONE_SEED, *overrides)
     client, exp = store(workdir)
     runs = {r.data.params["train.max_loss"]: r for r in jobs(client, exp)}
     failed, finished = runs["1e-06"], runs["10000.0"]
@@ -81,15 +100,8 @@ def test_a_failing_job_is_recorded_and_the_study_goes_on(workdir):
 
 
 def test_killed_job_resumes_into_the_same_run(workdir):
-    overrides = ["debug=smoke", "trainer.max_epochs=6", "trainer.limit_train_batches=3"]
-    env = {**os.environ, "SPARSE4D_LAB_CACHE": str(workdir.parent / "cache"), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "experiments.run", *overrides],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    overrides = ["debug=smoke", "trainer.max_epochs=4", "trainer.limit_train_batches=2"]
+    proc = start(workdir, *overrides)
     deadline = time.time() + 300
     while not list(workdir.glob("checkpoints/*/last.ckpt")) and time.time() < deadline:
         time.sleep(0.5)
@@ -105,15 +117,46 @@ def test_killed_job_resumes_into_the_same_run(workdir):
     assert "Restoring states from the checkpoint" in out.stdout + out.stderr
     # One validation per epoch, none repeated: the resumed run went on from the checkpoint, not from the start.
     steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "val/mAP")]
-    assert len(steps) == len(set(steps)) == 6
+    assert len(steps) == len(set(steps)) == 4
 
 
 def test_same_config_and_seed_give_the_same_metrics(workdir):
     metrics = []
     for db in ("a", "b"):
         uri = f"sqlite:///{workdir / db}.db"
-        run(workdir, "debug=smoke", f"logger.tracking_uri={uri}", f"paths.checkpoints={workdir / db}")
+        run(
+            workdir,
+            "debug=smoke",
+            "trainer.limit_train_batches=2",
+            f"logger.tracking_uri={uri}",
+            f"paths.checkpoints={workdir / db}",
+        )
         client = MlflowClient(tracking_uri=uri)
         [job] = jobs(client, client.get_experiment_by_name("sparse4d_lab").experiment_id)
         metrics.append({k: v for k, v in job.data.metrics.items() if k.startswith(("test/", "val/", "train/"))})
     assert metrics[0] == metrics[1] and "test/mAP" in metrics[0]
+
+
+def test_ddp_jobs_of_a_study_run_on_two_cpu_processes(workdir):
+    # Lightning re-executes the command for rank 1: inside a study that must become this job, not the sweep,
+    # and the second job must start its own process group rather than reuse the first one's.
+    run(workdir, "+ab=loss_fix", *ONE_SEED, "trainer=ddp", "trainer.max_epochs=1")
+    client, exp = store(workdir)
+    runs = jobs(client, exp)
+    assert sorted(r.data.tags["arm"] for r in runs) == ["focal_filtered", "focal_onehot"]
+    for job in runs:
+        assert job.info.status == "FINISHED" and job.data.params["trainer.strategy"] == "ddp"
+        assert job.data.params["trainer.devices"] == "2" and "test/mAP" in job.data.metrics
+    assert len(client.search_runs([exp], "tags.kind = 'study'")) == 1  # rank 1 did not start a second study
+
+
+def test_ctrl_c_marks_the_job_and_the_study_killed(workdir):
+    proc = start(workdir, "+ab=loss_fix", *ONE_SEED, "trainer.max_epochs=50")
+    deadline = time.time() + 300
+    while not list(workdir.glob("checkpoints/*/last.ckpt")) and time.time() < deadline:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) != 0
+    client, exp = store(workdir)
+    statuses = {r.data.tags["kind"]: r.info.status for r in client.search_runs([exp])}
+    assert statuses == {"study": "KILLED", "job": "KILLED"}  # one job started, the second never did
