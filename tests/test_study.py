@@ -26,7 +26,15 @@ def start(cwd: Path, *overrides: str) -> subprocess.Popen:
     """The user's command in the background (to run beside another, or to interrupt); output in ``../<n>.log``."""
     command = [sys.executable, "-m", "experiments.run", *overrides]
     with open(cwd.parent / f"{len(list(cwd.parent.glob('*.log')))}.log", "w") as log:
-        return subprocess.Popen(command, cwd=cwd, env=env_of(cwd), stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env_of(cwd),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # A shell without job control starts background commands with SIGINT ignored; Ctrl-C must reach the job.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
 
 
 def run(cwd: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
