@@ -64,6 +64,13 @@ def parent_run(cfg: DictConfig) -> str | None:
     return study_parent(cfg, HydraConfig.get())
 
 
+def log_config(mlflow, run_id: str, identity: dict[str, Any]) -> None:
+    """The flattened config as the run's params, in MLflow's batches of 100 and within its length limits."""
+    params = [Param(k[:250], v[:6000]) for k, v in flatten(identity).items()]
+    for start in range(0, len(params), 100):
+        tracking.retry(lambda s=start: mlflow.log_batch(run_id, params=params[s : s + 100]))
+
+
 def open_run(cfg: DictConfig, mlflow, exp_id: str, identity: dict, job_hash: str) -> tuple[str | None, bool]:
     """(run id, resumed?) for this job; run id None when a complete run exists and the job is skipped."""
     existing = tracking.job_runs(mlflow, exp_id, job_hash)
@@ -90,9 +97,7 @@ def open_run(cfg: DictConfig, mlflow, exp_id: str, identity: dict, job_hash: str
             tracking.retry(lambda k=key, v=value: mlflow.set_tag(run_id, k, v))
         return run_id, True
     run_id = tracking.retry(lambda: mlflow.create_run(exp_id, tags=tags)).info.run_id
-    params = [Param(k[:250], v[:6000]) for k, v in flatten(identity).items()]
-    for start in range(0, len(params), 100):
-        tracking.retry(lambda s=start: mlflow.log_batch(run_id, params=params[s : s + 100]))
+    log_config(mlflow, run_id, identity)
     return run_id, False
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import lightning.pytorch as pl
 import optuna
 from mlflow import MlflowClient
-from mlflow.entities import Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial
@@ -21,7 +20,7 @@ from optuna_integration.pytorch_lightning import PyTorchLightningPruningCallback
 
 from experiments import tracking
 from experiments.build import validate
-from experiments.job import fit_and_test, flatten, job_identity
+from experiments.job import fit_and_test, job_identity, log_config
 
 from .space import SweepSpec
 
@@ -117,9 +116,7 @@ class Objective:
             MLFLOW_RUN_NAME: f"{c.study_name}-trial{trial.number}",
         }
         run_id = tracking.retry(lambda: c.mlflow.create_run(c.experiment_id, tags=tags)).info.run_id
-        params = [Param(k[:250], v[:6000]) for k, v in flatten(identity).items()]
-        for start in range(0, len(params), 100):
-            tracking.retry(lambda s=start: c.mlflow.log_batch(run_id, params=params[s : s + 100]))
+        log_config(c.mlflow, run_id, identity)
         return run_id
 
     def _close(self, run_id: str, status: str, state: str, **tags: str) -> None:
