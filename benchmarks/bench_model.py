@@ -1,9 +1,12 @@
-"""Sparse4D model: training-step time (forward + dummy loss + backward), peak memory, inference frames per second.
+"""Sparse4D model: training-step time (forward + dummy loss + backward), peak memory, inference frames per second;
+then the default job's whole training step on warehouse batches, part by part.
 
 Target on a 2-core CPU for the default (tiny) config at batch 2 x 4 cameras of 176 x 96: a training step under
 150 ms and under 2 GB. Inputs are random images seen by a ring of cameras around a 16 m x 12 m room with 9 boxes
 per slot (the synthetic warehouse's maximum), so denoising and the instance bank run as in training.
-Run: ``python benchmarks/bench_model.py [--preset tiny|tao_r101] [--set field=value ...]``.
+The job's step (``--job``, on by default for the tiny preset) is what Lightning runs: forward, the arm's loss
+(Hungarian matching included), backward, gradient clipping and AdamW, on consecutive batches of the default data.
+Run: ``python benchmarks/bench_model.py [--preset tiny|tao_r101] [--set field=value ...] [--no-job]``.
 """
 
 from __future__ import annotations
@@ -60,6 +63,42 @@ def dummy_loss(output) -> torch.Tensor:
     return total + sum(output.aux_losses.values())
 
 
+def job_step_times(steps: int, arm: str) -> dict[str, list[float]]:
+    """Seconds per part of the default job's training step (config ``train`` with ``loss=ARM``), outside
+    Lightning: the same module, batches, loss, clipping and optimizer."""
+    from hydra import compose, initialize_config_module
+
+    from experiments.build import build_components
+
+    with initialize_config_module("experiments.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[f"loss={arm}", "paths.root=.", "paths.output_dir=."])
+    torch.manual_seed(int(cfg.seed))
+    datamodule, module = build_components(cfg)
+    datamodule.setup("fit")
+    batches = iter(datamodule.train_dataloader())
+    optimizer = module.optimizer()
+    module.train()
+    parts: dict[str, list[float]] = {"forward": [], "loss": [], "backward": [], "optimizer": [], "step": []}
+    for step in range(steps + 3):
+        batch = next(batches)
+        start = time.perf_counter()
+        output = module.model(batch)
+        forward = time.perf_counter()
+        loss = module.criterion(output, batch["gt_boxes"], batch["gt_labels"]).total
+        loss_end = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        backward = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.trainer.gradient_clip_val, foreach=True)
+        optimizer.step()
+        end = time.perf_counter()
+        if step >= 3:
+            times = (forward - start, loss_end - forward, backward - loss_end, end - backward, end - start)
+            for key, seconds in zip(parts, times, strict=True):
+                parts[key].append(seconds)
+    return parts
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
@@ -85,6 +124,8 @@ def main() -> None:
     parser.add_argument("--boxes", type=int, default=9, help="GT boxes per slot")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-job", dest="job", action="store_false", help="skip the default job's step")
+    parser.add_argument("--arm", default="focal_onehot", help="loss arm of the job's step")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -130,6 +171,13 @@ def main() -> None:
         f"inference (forward + post-processing, no grad): median {per_batch * 1e3:.0f} ms per batch = "
         f"{args.batch_size / per_batch:.1f} frames/s ({args.cameras} cameras each)"
     )
+    if args.job and args.preset == "tiny" and not args.set:
+        parts = job_step_times(args.steps, args.arm)
+        print(
+            f"default job's training step ({args.arm}, warehouse batches): "
+            + ", ".join(f"{k} {statistics.median(v) * 1e3:.0f} ms" for k, v in parts.items())
+            + f" (medians over {len(parts['step'])} steps)"
+        )
 
 
 if __name__ == "__main__":

@@ -48,9 +48,10 @@ def report(baseline: str, arms: dict[str, dict[int, dict[str, float]]]) -> None:
             paired = sorted(set(seeds) & set(base))
             if arm != baseline and len(paired) > 1:
                 diff = np.array([seeds[s][key] - base[s][key] for s in paired])
-                ratio = np.array([base[s][key] for s in paired]).mean() / max(values.mean(), 1e-9)
+                base_mean = np.array([base[s][key] for s in paired]).mean()
+                ratio = f"{base_mean / values.mean():.1f}x" if values.mean() else "inf (arm mean 0)"
                 p = stats.ttest_rel([base[s][key] for s in paired], [seeds[s][key] for s in paired]).pvalue
-                line += f"  diff {diff.mean():+.3f}  baseline/arm {ratio:.1f}x  paired t p={p:.2g}"
+                line += f"  diff {diff.mean():+.3f}  baseline/arm {ratio}  paired t p={p:.2g}"
             print(line)
 
 

@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import DictConfig
+
+from sparse4d_lab.data import ConfigError
 
 from . import tracking
 
@@ -39,10 +42,21 @@ def study_parent(cfg: DictConfig, hydra: DictConfig) -> str:
     return tracking.study_run(mlflow, exp_id, cfg.study, key, tags)
 
 
-def mark_killed_if_unfinished(mlflow, parent: str) -> None:
-    """At exit: a study that never reached its end (Ctrl-C, a fatal error) is KILLED, not left RUNNING."""
-    if os.environ.get(STUDY_RUN_ENV) == parent:
-        tracking.retry(lambda: mlflow.set_terminated(parent, "KILLED"))
+# Launchers whose jobs run in this process or in worker processes that die with it.
+LOCAL_LAUNCHERS = ("BasicLauncher", "JoblibLauncher")
+
+
+def mark_killed_if_unfinished(mlflow, parent: str, jobs_too: bool) -> None:
+    """At exit: a study that never reached its end (Ctrl-C, a fatal error) is KILLED, not left RUNNING; with
+    ``jobs_too``, so are its jobs still RUNNING (joblib kills its workers before they can say so themselves)."""
+    if os.environ.get(STUDY_RUN_ENV) != parent:
+        return
+    tracking.retry(lambda: mlflow.set_terminated(parent, "KILLED"))
+    if jobs_too:
+        parent_run = tracking.retry(lambda: mlflow.get_run(parent))
+        query = f"tags.{MLFLOW_PARENT_RUN_ID} = '{parent}' and attributes.status = 'RUNNING'"
+        for run in tracking.retry(lambda: mlflow.search_runs([parent_run.info.experiment_id], query)):
+            tracking.retry(lambda r=run: mlflow.set_terminated(r.info.run_id, "KILLED"))
 
 
 class StudyCallback(Callback):
@@ -50,12 +64,19 @@ class StudyCallback(Callback):
     environment. After them: the comparison table, printed and logged to the parent run."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if "ddp" in str(config.trainer.strategy) and config.hydra.launcher.get("n_jobs", 1) != 1:
+            # Lightning starts a DDP job's other ranks by re-running the command line, which a joblib worker lacks.
+            raise ConfigError(
+                "trainer=ddp: DDP jobs start their own processes and cannot run side by side; "
+                "add hydra/launcher=basic (one job after another) or hydra/launcher=slurm"
+            )
         if not config.get("study"):
             return
         parent = study_parent(config, config.hydra)
         os.environ[STUDY_RUN_ENV] = parent
         mlflow = tracking.client(tracking.tracking_uri(config.logger.tracking_uri))
-        atexit.register(mark_killed_if_unfinished, mlflow, parent)
+        local = config.hydra.launcher._target_.endswith(LOCAL_LAUNCHERS)
+        atexit.register(mark_killed_if_unfinished, mlflow, parent, jobs_too=local)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.get("study"):

@@ -117,7 +117,8 @@ class Sparse4DModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
 
-    def configure_optimizers(self):
+    def optimizer(self) -> torch.optim.AdamW:
+        """AdamW with the backbone at ``backbone_lr_mult`` x the learning rate."""
         backbone = {id(p) for p in self.model.backbone.parameters()}
         params = [p for p in self.parameters() if p.requires_grad]
         groups = [
@@ -125,7 +126,10 @@ class Sparse4DModule(pl.LightningModule):
             {"params": [p for p in params if id(p) not in backbone], "lr": self.optim.lr},
         ]
         # foreach: one kernel per op over all tensors; PyTorch picks it by default only on GPUs (~30 ms a step here)
-        optimizer = torch.optim.AdamW(groups, lr=self.optim.lr, weight_decay=self.optim.weight_decay, foreach=True)
+        return torch.optim.AdamW(groups, lr=self.optim.lr, weight_decay=self.optim.weight_decay, foreach=True)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer()
         total = int(self.trainer.estimated_stepping_batches)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, self.optim))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.job import NOT_IDENTITY
 from sparse4d_lab.data import ConfigError
+from sparse4d_lab.eval.collector import metric_names
 
 DIRECTIONS = ("maximize", "minimize")
 FIELDS = {
@@ -21,24 +22,7 @@ FIELDS = {
     "int": {"type", "low", "high", "log", "step", "when"},
     "categorical": {"type", "choices", "when"},
 }
-# What the LightningModule logs as ``val/<name>`` after every validation epoch (EvalCollector.compute), plus
-# ``fp_per_frame_<t>`` for each of ``eval.fp_thresholds``; tests check these against a trial's logged metrics.
-DETECTION_METRICS = (
-    "mAP",
-    "NDS",
-    "hc_fp_per_frame",
-    "unmatched_score_mean",
-    "matched_score_mean",
-    "unmatched_share_above_0.3",
-    "gini",
-    "gini_survived",
-)
-TRACKING_METRICS = ("MOTA", "IDF1", "id_switches", "HOTA", "AMOTA", "spurious_tracks")
 Scalar = str | int | float | bool | None
-
-
-def metric_names(fp_thresholds: Sequence[float]) -> list[str]:
-    return [*DETECTION_METRICS, *(f"fp_per_frame_{float(t):g}" for t in fp_thresholds), *TRACKING_METRICS]
 
 
 def hydra_value(value: Scalar) -> str:

@@ -25,7 +25,7 @@ from analysis.figures import FIGURES
 from analysis.runs import ReportInputError, RunRecord, select_study
 from analysis.stats import paired_difference
 from analysis.table import METRICS, comparison_table, missing_runs, to_latex, usable_runs
-from sparse4d_lab.eval.collector import EvalCollector, save_frames
+from sparse4d_lab.eval.collector import EvalCollector, metric_names, save_frames
 
 CLASSES = ["person", "nova_carter"]
 BASE, FIX, SAME, FEW = "focal_filtered", "focal_onehot", "focal_tao_patch", "vfl"
@@ -88,6 +88,13 @@ def job_artifacts(folder: Path, seed: int, inflated: bool) -> list[Path]:
     folder.mkdir(parents=True)
     (folder / "evaluation.json").write_text(json.dumps(collector.report, default=float))
     return [folder / "evaluation.json", save_frames(collector.frames, CLASSES, folder / "eval_frames.npz")]
+
+
+def test_the_collector_returns_exactly_the_metrics_it_names():
+    # Sweeps validate their objectives against metric_names: it must list what compute() returns.
+    collector = EvalCollector(CLASSES, num_queries=24)
+    collector.frames = synthetic_frames(0, inflated=True)
+    assert sorted(collector.compute()) == sorted(metric_names(collector.fp_thresholds))
 
 
 def add_job(

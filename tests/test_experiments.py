@@ -1,11 +1,15 @@
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from experiments.build import build_components, validate
+from experiments.callbacks import StudyCallback
+from experiments.job import share_cores
 from sparse4d_lab.data import ConfigError
 from sparse4d_lab.model.config import ModelConfig, tao_r101, tiny
 from sparse4d_lab.model.sparse4d import Sparse4D
@@ -42,6 +46,21 @@ def test_every_study_composes_and_sweeps_known_arms(study, tmp_path):
     arms = cfg.hydra.sweeper.params.loss.split(",")
     assert set(arms) <= set(names("loss")) and cfg.baseline in arms
     assert len(cfg.hydra.sweeper.params.seed.split(",")) == 3
+    # Jobs side by side, each with its share of the cores; a DDP study must run them one at a time.
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 2
+    with pytest.raises(ConfigError, match=r"trainer=ddp: .* add hydra/launcher=basic"):
+        StudyCallback().on_multirun_start(compose_cfg([f"+ab={study}", "trainer=ddp"], tmp_path))
+
+
+def test_a_job_gets_its_share_of_the_cores():
+    before = torch.get_num_threads()
+    try:
+        assert share_cores(1) == torch.get_num_threads() == 1
+        assert share_cores(None) == len(os.sched_getaffinity(0))  # outside a launcher: one job, every core
+        with pytest.raises(ConfigError, match=r"threads: must be >= 1 or null"):
+            share_cores(0)
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("arm", names("loss"))

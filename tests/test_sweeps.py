@@ -18,8 +18,9 @@ from optuna.trial import TrialState, create_trial
 
 import sweeps.trial
 from sparse4d_lab.data import ConfigError
+from sparse4d_lab.eval.collector import metric_names
 from sweeps.run import compose_experiment, experiment_configs, experiment_groups, report, run_sweep
-from sweeps.space import SweepSpec, metric_names
+from sweeps.space import SweepSpec
 from sweeps.storage import StudyLock, TrialSeededSampler, storage, work
 from sweeps.trial import close_dead_worker_runs
 

@@ -163,7 +163,10 @@ def _build_parallel(cfg: WarehouseConfig, jobs: list[tuple[str, int]], folder: P
     workers = min(workers or os.cpu_count() or 1, len(jobs))
     if workers <= 1:
         return [_build_one(cfg, split, index, folder) for split, index in jobs]
-    # spawn, not fork: forking a process that already ran torch's thread pools can deadlock.
+    # spawn, not fork: forking a process that already ran torch's thread pools can deadlock. A child also sets its
+    # parent's default start method, which in a joblib worker (a study's jobs side by side) is "loky", unknown there.
+    if multiprocessing.get_start_method(allow_none=True) not in (None, "fork", "spawn", "forkserver"):
+        multiprocessing.set_start_method("spawn", force=True)
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(_build_one, *zip(*[(cfg, s, i, folder) for s, i in jobs], strict=True)))
 

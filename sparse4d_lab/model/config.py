@@ -171,7 +171,8 @@ def validate(cfg: ModelConfig) -> None:
 def tiny(**overrides) -> ModelConfig:
     """The CPU default: ResNet-18 at a quarter width (stages of 16 to 128 channels), FPN of 128 channels at
     strides 8/16/32, 96 anchors (48 temporal), 3 decoders (1 single-frame), 4 groups, 2 denoising groups, no
-    dropout. A training step at batch 2 x 4 cameras of 176 x 96 takes about 110 ms on 2 CPU cores."""
+    dropout. A training step at batch 2 x 4 cameras of 176 x 96 takes about 0.3 s on 2 CPU cores
+    (``benchmarks/bench_model.py``)."""
     return ModelConfig(**overrides)
 
 

@@ -138,7 +138,8 @@ class DeformableAggregation(nn.Module):
         B, Q = feature.shape[:2]
         N = projection_mat.shape[1]
         camera = self.camera_encoder(camera_parameters(projection_mat, image_wh))  # [B, N, D]
-        logits = self.weights_fc(feature[:, :, None] + camera[:, None])  # [B, Q, N, L*P*G]
+        # weights_fc(feature + camera), with the linear map applied to each term: Q + N rows instead of Q x N.
+        logits = self.weights_fc(feature)[:, :, None] + F.linear(camera, self.weights_fc.weight)[:, None]
         weights = logits.reshape(B, Q, -1, self.num_groups).softmax(dim=-2)
         weights = weights.reshape(B, Q, N, self.num_levels, self.num_points, self.num_groups)
         if self.training and self.attn_drop > 0:
