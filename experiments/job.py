@@ -192,12 +192,23 @@ def jobs_side_by_side() -> int:
     return len(os.sched_getaffinity(0)) if n_jobs < 0 else int(n_jobs)
 
 
-def share_cores(threads: int | None) -> int:
-    """Set and return this job's PyTorch intra-op threads: ``threads``, or by default the cores divided among the
-    jobs running side by side. On a 2-core CPU two one-thread jobs train ~1.4x faster together than one
-    two-thread job after the other: the tiny model's many small ops keep two threads waiting on each other."""
+def cpu_ranks(trainer: DictConfig) -> int:
+    """Processes one job runs on this machine's CPU: its DDP ranks when they are CPU processes, else 1."""
+    devices = trainer.get("devices")
+    on_cpu = trainer.get("accelerator") == "cpu" or (
+        trainer.get("accelerator") == "auto" and not torch.cuda.is_available()
+    )
+    cpu_ddp = on_cpu and "ddp" in str(trainer.get("strategy"))
+    return devices if cpu_ddp and isinstance(devices, int) and devices > 0 else 1
+
+
+def share_cores(threads: int | None, ranks: int = 1) -> int:
+    """Set and return this process's PyTorch intra-op threads: ``threads``, or by default the cores divided among
+    the jobs running side by side and their CPU ranks. On a 2-core CPU two one-thread jobs train ~1.4x faster
+    together than one two-thread job after the other: the tiny model's many small ops keep two threads waiting on
+    each other, and oversubscribed cores are worse still."""
     if threads is None:
-        threads = max(1, len(os.sched_getaffinity(0)) // jobs_side_by_side())
+        threads = max(1, len(os.sched_getaffinity(0)) // (jobs_side_by_side() * ranks))
     if threads < 1:
         raise ConfigError(f"threads: must be >= 1 or null (cores / jobs side by side), got {threads}")
     torch.set_num_threads(threads)
@@ -213,7 +224,7 @@ def fit_and_test(
     callbacks: Sequence[pl.Callback] = (),
 ) -> dict[str, float]:
     """Train and test one job into an existing MLflow run; ``callbacks`` join the trainer's (e.g. a pruner)."""
-    threads = share_cores(cfg.threads)
+    threads = share_cores(cfg.threads, cpu_ranks(cfg.trainer))
     pl.seed_everything(int(cfg.seed), workers=True)
     datamodule, module = build_components(cfg)
     logger = MLFlowLogger(experiment_name=cfg.logger.experiment, tracking_uri=uri, run_id=run_id)

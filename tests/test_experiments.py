@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from experiments.build import build_components, validate
 from experiments.callbacks import StudyCallback
-from experiments.job import share_cores
+from experiments.job import cpu_ranks, share_cores
 from sparse4d_lab.data import ConfigError
 from sparse4d_lab.model.config import ModelConfig, tao_r101, tiny
 from sparse4d_lab.model.sparse4d import Sparse4D
@@ -52,11 +52,15 @@ def test_every_study_composes_and_sweeps_known_arms(study, tmp_path):
         StudyCallback().on_multirun_start(compose_cfg([f"+ab={study}", "trainer=ddp"], tmp_path))
 
 
-def test_a_job_gets_its_share_of_the_cores():
+def test_a_job_gets_its_share_of_the_cores(tmp_path):
+    assert cpu_ranks(compose_cfg(["trainer=ddp"], tmp_path).trainer) == (1 if torch.cuda.is_available() else 2)
+    assert cpu_ranks(compose_cfg(["trainer=gpu"], tmp_path).trainer) == 1
     before = torch.get_num_threads()
     try:
         assert share_cores(1) == torch.get_num_threads() == 1
-        assert share_cores(None) == len(os.sched_getaffinity(0))  # outside a launcher: one job, every core
+        cores = len(os.sched_getaffinity(0))
+        assert share_cores(None) == cores  # outside a launcher: one job, every core
+        assert share_cores(None, ranks=cores) == 1  # one core per CPU rank of a DDP job
         with pytest.raises(ConfigError, match=r"threads: must be >= 1 or null"):
             share_cores(0)
     finally:
