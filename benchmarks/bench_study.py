@@ -22,7 +22,14 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from scipy import stats
 
 ROOT = Path(__file__).parents[1]
-SHOWN = ("test/hc_fp_per_frame", "test/fp_per_frame_0.3", "test/unmatched_score_mean", "test/mAP", "test/IDF1")
+SHOWN = (
+    "test/hc_fp_per_frame",
+    "test/hc_unmatched_per_frame",
+    "test/fp_per_frame_0.3",
+    "test/unmatched_score_mean",
+    "test/mAP",
+    "test/IDF1",
+)
 
 
 def per_arm(uri: str, study: str) -> tuple[str, dict[str, dict[int, dict[str, float]]]]:

@@ -97,6 +97,14 @@ def test_the_collector_returns_exactly_the_metrics_it_names():
     assert sorted(collector.compute()) == sorted(metric_names(collector.fp_thresholds))
 
 
+def test_high_confidence_unmatched_queries_count_class_scores_of_unmatched_queries_only():
+    collector = EvalCollector(CLASSES, num_queries=24)
+    collector.frames = synthetic_frames(0, inflated=False)  # unmatched < 0.3, matched (slots 1, 5) >= 0.6
+    assert collector.compute()["hc_unmatched_per_frame"] == 0.0
+    collector.frames[0]["query_scores"][[0, 2]] = [0.7, 0.5]  # two unmatched queries at >= 0.5 in one of 6 frames
+    assert collector.compute()["hc_unmatched_per_frame"] == pytest.approx(2 / 6, abs=1e-12)
+
+
 def add_job(
     mlflow: MlflowClient,
     exp: str,

@@ -29,6 +29,7 @@ DETECTION_METRICS = (
     "mAP",
     "NDS",
     "hc_fp_per_frame",
+    "hc_unmatched_per_frame",
     "unmatched_score_mean",
     "matched_score_mean",
     "unmatched_share_above_0.3",
@@ -214,6 +215,11 @@ class EvalCollector:
             "mAP": detection.get("mAP", math.nan),
             "NDS": detection.get("NDS", math.nan),
             "hc_fp_per_frame": fp["high_confidence"]["per_frame"],
+            # Unmatched queries whose class score (before x centerness) is high: what passes a decoder's score
+            # threshold, which TAO and upstream Sparse4D apply to the class score alone.
+            "hc_unmatched_per_frame": np.mean(
+                [np.sum((x["query_scores"] >= self.high_confidence) & ~x["matched"]) for x in self.frames]
+            ),
             "unmatched_score_mean": scores["unmatched"]["mean"],
             "matched_score_mean": scores["matched"]["mean"],
             "unmatched_share_above_0.3": scores["unmatched"]["share_above_0.3"],
