@@ -79,6 +79,7 @@ def test_smoke_study_end_to_end_then_skips_finished_jobs(workdir):
     assert sorted(r.data.tags["arm"] for r in children) == ["focal_filtered", "focal_onehot"]
     for child in children:
         assert child.info.status == "FINISHED" and child.data.tags["seed"] == "0"
+        assert child.data.tags["threads"] == str(max(1, len(os.sched_getaffinity(0)) // 2))  # 2 jobs side by side
         assert {"git_sha", "git_dirty", "config_hash"} <= set(child.data.tags)
         assert {"test/mAP", "test/hc_fp_per_frame", "test/gini", "val/mAP", "train_time_s"} <= set(child.data.metrics)
         assert child.data.params["loss.scheme"] == child.data.tags["arm"]
