@@ -64,6 +64,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"data.source: unknown source {cfg.data.source!r}; valid: {', '.join(DATA_SOURCES)}")
     if int(cfg.seed) < 0:
         raise ConfigError(f"seed: must be >= 0, got {cfg.seed}")
+    if cfg.get("threads") is not None and int(cfg.threads) < 1:
+        raise ConfigError(f"threads: must be >= 1, or null for the cores / jobs side by side; got {cfg.threads}")
     data_source(cfg)
     ModelConfig(**_plain(cfg.model))
 

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from sparse4d_lab.data import ConfigError
 
 from . import tracking
+from .resources import launcher_jobs, uses_ddp
 
 STUDY_RUN_ENV = "SPARSE4D_LAB_STUDY_RUN"
 
@@ -64,7 +65,7 @@ class StudyCallback(Callback):
     environment. After them: the comparison table, printed and logged to the parent run."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if "ddp" in str(config.trainer.strategy) and config.hydra.launcher.get("n_jobs", 1) != 1:
+        if uses_ddp(config.trainer) and launcher_jobs(config.hydra.launcher) != 1:
             # Lightning starts a DDP job's other ranks by re-running the command line, which a joblib worker lacks.
             raise ConfigError(
                 "trainer=ddp: DDP jobs start their own processes and cannot run side by side; "

@@ -24,12 +24,12 @@ from mlflow.entities import Metric, Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from omegaconf import DictConfig, OmegaConf
 
-from sparse4d_lab.data import ConfigError
 from sparse4d_lab.lit import Sparse4DModule
 
 from . import tracking
 from .build import build_components, validate
 from .callbacks import STUDY_RUN_ENV, study_parent
+from .resources import cpu_ranks, share_cores
 
 JOB_RUN_ENV = "SPARSE4D_LAB_JOB_RUN"
 JOB_RESUME_ENV = "SPARSE4D_LAB_JOB_RESUME"
@@ -180,39 +180,6 @@ def ddp_handover(run_id: str, resume_from: Path | None) -> Iterator[None]:
         os.environ.update(before)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-
-
-def jobs_side_by_side() -> int:
-    """How many jobs the launcher runs at once on this machine: joblib's ``n_jobs`` (-1 = one per core), else 1."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return 1
-    n_jobs = HydraConfig.get().launcher.get("n_jobs") or 1
-    return len(os.sched_getaffinity(0)) if n_jobs < 0 else int(n_jobs)
-
-
-def cpu_ranks(trainer: DictConfig) -> int:
-    """Processes one job runs on this machine's CPU: its DDP ranks when they are CPU processes, else 1."""
-    devices = trainer.get("devices")
-    on_cpu = trainer.get("accelerator") == "cpu" or (
-        trainer.get("accelerator") == "auto" and not torch.cuda.is_available()
-    )
-    cpu_ddp = on_cpu and "ddp" in str(trainer.get("strategy"))
-    return devices if cpu_ddp and isinstance(devices, int) and devices > 0 else 1
-
-
-def share_cores(threads: int | None, ranks: int = 1) -> int:
-    """Set and return this process's PyTorch intra-op threads: ``threads``, or by default the cores divided among
-    the jobs running side by side and their CPU ranks. On a 2-core CPU two one-thread jobs train ~1.4x faster
-    together than one two-thread job after the other: the tiny model's many small ops keep two threads waiting on
-    each other, and oversubscribed cores are worse still."""
-    if threads is None:
-        threads = max(1, len(os.sched_getaffinity(0)) // (jobs_side_by_side() * ranks))
-    if threads < 1:
-        raise ConfigError(f"threads: must be >= 1 or null (cores / jobs side by side), got {threads}")
-    torch.set_num_threads(threads)
-    return threads
 
 
 def fit_and_test(

@@ -100,7 +100,7 @@ class Sparse4DModule(pl.LightningModule):
 
     def _eval_epoch_end(self, stage: str) -> None:
         self._gather_frames()
-        metrics = self.collector.compute()  # frames stay until the next pass: artifacts are written from them
+        metrics = self.collector.compute(stage)  # frames stay until the next pass: artifacts are written from them
         self.last_metrics[stage] = metrics
         # Identical on every rank after pooling: the DDP mean leaves them unchanged.
         self.log_dict({f"{stage}/{k}": float(v) for k, v in metrics.items()}, sync_dist=True)

@@ -58,10 +58,14 @@ def test_eval_frames_round_trip_and_are_written_with_the_other_artifacts(tmp_pat
     assert bev_frame(loaded[2], classes, tmp_path / "empty.png").stat().st_size > 0  # no detections: still drawn
 
     collector = EvalCollector(CLASSES, num_queries=24)
+    collector.frames = frames[:1]
+    collector.compute("val")
     collector.frames = frames
-    collector.compute()
+    collector.compute("test")
+    assert collector.bev_frames["val"] is frames[0] and collector.bev_frames["test"] is frames[len(frames) // 2]
     written = collector.write_artifacts(tmp_path / "job")
-    assert [p.name for p in written] == ["evaluation.json", "query_scores.png", "bev_frame.png", "eval_frames.npz"]
+    names = ["evaluation.json", "query_scores.png", "bev_val_frame.png", "bev_test_frame.png", "eval_frames.npz"]
+    assert [p.name for p in written] == names
     assert all(p.stat().st_size > 0 for p in written)
 
 

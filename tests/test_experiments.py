@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from experiments.build import build_components, validate
 from experiments.callbacks import StudyCallback
-from experiments.job import cpu_ranks, share_cores
+from experiments.resources import cpu_ranks, share_cores
 from sparse4d_lab.data import ConfigError
 from sparse4d_lab.model.config import ModelConfig, tao_r101, tiny
 from sparse4d_lab.model.sparse4d import Sparse4D
@@ -61,8 +61,6 @@ def test_a_job_gets_its_share_of_the_cores(tmp_path):
         cores = len(os.sched_getaffinity(0))
         assert share_cores(None) == cores  # outside a launcher: one job, every core
         assert share_cores(None, ranks=cores) == 1  # one core per CPU rank of a DDP job
-        with pytest.raises(ConfigError, match=r"threads: must be >= 1 or null"):
-            share_cores(0)
     finally:
         torch.set_num_threads(before)
 
@@ -103,6 +101,8 @@ def test_bad_configs_fail_early_naming_the_key(tmp_path):
         validate(compose_cfg(["loss.scheme=focal"], tmp_path))
     with pytest.raises(ConfigError, match=r"loss\.options: \['eos_coef'\]"):
         validate(compose_cfg(["loss=focal_onehot", "+loss.options.eos_coef=0.1"], tmp_path))
+    with pytest.raises(ConfigError, match=r"threads: must be >= 1, or null"):
+        validate(compose_cfg(["threads=0"], tmp_path))
     with pytest.raises(ConfigError, match=r"data\.num_cameras"):
         validate(compose_cfg(["data.warehouse.num_cameras=0"], tmp_path))
 

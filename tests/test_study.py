@@ -84,7 +84,14 @@ def test_smoke_study_end_to_end_then_skips_finished_jobs(workdir):
         assert {"test/mAP", "test/hc_fp_per_frame", "test/gini", "val/mAP", "train_time_s"} <= set(child.data.metrics)
         assert child.data.params["loss.scheme"] == child.data.tags["arm"]
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert {"config.yaml", "evaluation.json", "query_scores.png", "bev_frame.png", "checkpoints"} <= artifacts
+        assert {
+            "config.yaml",
+            "evaluation.json",
+            "query_scores.png",
+            "bev_val_frame.png",
+            "bev_test_frame.png",
+            "checkpoints",
+        } <= artifacts
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"study_table.md", "study_table.csv"}
     [table] = (workdir / "outputs" / "studies" / "loss_fix").glob("*/study_table.md")
     rows = [line for line in table.read_text().splitlines() if line.startswith("| focal")]

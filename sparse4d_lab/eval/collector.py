@@ -127,6 +127,7 @@ class EvalCollector:
         self.fp_thresholds, self.track_min_score = tuple(fp_thresholds), track_min_score
         self.num_queries, self.high_confidence = num_queries, high_confidence
         self.report: dict[str, Any] = {}
+        self.bev_frames: dict[str, dict[str, Any]] = {}  # stage -> the frame of its bird's-eye view figure
         self.reset()
 
     def reset(self) -> None:
@@ -171,10 +172,12 @@ class EvalCollector:
             score=None if gt else np.concatenate([x["scores"][k] for x, k in zip(f, keep, strict=True)]),
         )
 
-    def compute(self) -> dict[str, float]:
-        """Flat metrics for logging; the full nested report is kept in ``self.report``."""
+    def compute(self, stage: str = "test") -> dict[str, float]:
+        """Flat metrics for logging; the full nested report is kept in ``self.report`` and the pass's middle frame
+        in ``self.bev_frames[stage]`` (a validation pass's is gone by the time artifacts are written)."""
         if not self.frames:
             return {}
+        self.bev_frames[stage] = self.frames[len(self.frames) // 2]
         gt, pred = frame_detections(self.frames, self.classes, True), frame_detections(self.frames, self.classes, False)
         samples = [x["sample"] for x in self.frames]
         distractors = {x["sample"]: x["distractors"] for x in self.frames if x["distractors"] is not None}
@@ -242,8 +245,9 @@ class EvalCollector:
         return {k: float(v) for k, v in metrics.items()}
 
     def write_artifacts(self, out: Path) -> list[Path]:
-        """``evaluation.json`` (the last pass's full report), the figures of the matched/unmatched scores, and
-        ``eval_frames.npz`` (the pass's frames, for figures that compare runs)."""
+        """``evaluation.json`` (the last pass's full report), the figure of its matched/unmatched scores, a
+        bird's-eye view of a frame of each stage's last pass (``bev_val_frame.png``, ``bev_test_frame.png``), and
+        ``eval_frames.npz`` (the last pass's frames, for figures that compare runs)."""
         from .figures import bev_frame, score_histogram
 
         out.mkdir(parents=True, exist_ok=True)
@@ -252,6 +256,8 @@ class EvalCollector:
         written = [path]
         if self.frames:
             written.append(score_histogram(self.frames, out / "query_scores.png"))
-            written.append(bev_frame(self.frames[len(self.frames) // 2], self.classes, out / "bev_frame.png"))
+        for stage, frame in sorted(self.bev_frames.items(), key=lambda item: item[0] != "val"):
+            written.append(bev_frame(frame, self.classes, out / f"bev_{stage}_frame.png"))
+        if self.frames:
             written.append(save_frames(self.frames, self.classes, out / "eval_frames.npz"))
         return written
