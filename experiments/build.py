@@ -38,6 +38,7 @@ def data_source(cfg: DictConfig) -> SceneSource:
     """The job's scenes: the synthetic warehouse, MTMC_Tracking_2025 scenes or OVPKL files (validated here)."""
     data = _plain(cfg.data)
     source = data.pop("source")
+    data.pop("epochs_per_pass", None)  # the sampler's, not the scenes'
     if source == "synthetic":
         return WarehouseSource(WarehouseConfig(**data["warehouse"]), data.get("cache_dir"))
     if "warehouse" in data:
@@ -64,6 +65,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"data.source: unknown source {cfg.data.source!r}; valid: {', '.join(DATA_SOURCES)}")
     if int(cfg.seed) < 0:
         raise ConfigError(f"seed: must be >= 0, got {cfg.seed}")
+    if int(cfg.data.get("epochs_per_pass", 1)) < 1:
+        raise ConfigError(
+            f"data.epochs_per_pass: must be >= 1 (1 = an epoch is a whole pass), got {cfg.data.epochs_per_pass}"
+        )
     if cfg.get("threads") is not None and int(cfg.threads) < 1:
         raise ConfigError(f"threads: must be >= 1, or null for the cores / jobs side by side; got {cfg.threads}")
     data_source(cfg)
@@ -78,6 +83,7 @@ def build_components(cfg: DictConfig) -> tuple[SceneDataModule, Sparse4DModule]:
         eval_batch_size=cfg.train.eval_batch_size,
         num_workers=cfg.train.num_workers,
         clip_len=cfg.train.clip_len,
+        epochs_per_pass=int(cfg.data.get("epochs_per_pass", 1)),
         seed=int(cfg.seed),
     )
     datamodule.prepare_data()

@@ -105,6 +105,14 @@ class Sparse4DModule(pl.LightningModule):
         # Identical on every rank after pooling: the DDP mean leaves them unchanged.
         self.log_dict({f"{stage}/{k}": float(v) for k, v in metrics.items()}, sync_dist=True)
 
+    def on_train_epoch_start(self) -> None:
+        """Lightning sets the epoch of a DataLoader's sampler, never of its batch sampler: without this the temporal
+        sampler would replay epoch 0's order and share of a pass in every epoch. The iterator reads the epoch at
+        its first batch, after this hook."""
+        batch_sampler = getattr(self.trainer.train_dataloader, "batch_sampler", None)
+        if callable(getattr(batch_sampler, "set_epoch", None)):
+            batch_sampler.set_epoch(self.current_epoch)
+
     def on_validation_epoch_start(self) -> None:
         self.collector.reset()
 

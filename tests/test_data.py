@@ -162,6 +162,22 @@ def test_sampler_walks_every_sequence_in_order():
     assert list(sampler) == batches
 
 
+def test_a_pass_cut_into_epochs_sees_every_clip_once():
+    lengths = [5] * 7
+    sampler = TemporalBatchSampler(lengths, batch_size=2, seed=1, pad=False, epochs_per_pass=3)
+    shares = []
+    for epoch in range(6):
+        sampler.set_epoch(epoch)
+        shares.append({i for b in sampler for i, first in b if first})
+    for first_epoch in (0, 3):  # epochs 0-2 and 3-5 are two passes over the same 7 sequences
+        this_pass = shares[first_epoch : first_epoch + 3]
+        assert sorted(len(s) for s in this_pass) == [2, 2, 3] and set().union(*this_pass) == {0, 5, 10, 15, 20, 25, 30}
+    assert shares[:3] != shares[3:]  # each pass reshuffles
+    with pytest.raises(ValueError, match="epochs_per_pass=8 exceeds the 7 training clips"):
+        sampler = TemporalBatchSampler(lengths, batch_size=2, epochs_per_pass=8)
+        list(sampler)
+
+
 def test_eval_sampler_covers_each_frame_once_and_keeps_slots():
     lengths = [4, 9, 2]
     batches = list(TemporalBatchSampler(lengths, batch_size=2, shuffle=False, pad=False))

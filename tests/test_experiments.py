@@ -101,6 +101,8 @@ def test_bad_configs_fail_early_naming_the_key(tmp_path):
         validate(compose_cfg(["loss.scheme=focal"], tmp_path))
     with pytest.raises(ConfigError, match=r"loss\.options: \['eos_coef'\]"):
         validate(compose_cfg(["loss=focal_onehot", "+loss.options.eos_coef=0.1"], tmp_path))
+    with pytest.raises(ConfigError, match=r"data\.epochs_per_pass: must be >= 1"):
+        validate(compose_cfg(["data.epochs_per_pass=0"], tmp_path))
     with pytest.raises(ConfigError, match=r"threads: must be >= 1, or null"):
         validate(compose_cfg(["threads=0"], tmp_path))
     with pytest.raises(ConfigError, match=r"data\.num_cameras"):
@@ -113,3 +115,24 @@ def test_slurm_launcher_asks_for_one_task_per_device(tmp_path):
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.nodes, launcher.tasks_per_node) == (2, 2) and launcher.max_num_timeout > 0
+
+
+def test_lightning_epochs_take_their_share_of_a_pass(tmp_path, cache):
+    """Lightning never sets a batch sampler's epoch itself: every epoch would replay epoch 0's share."""
+    import lightning.pytorch as pl
+
+    cfg = compose_cfg(["debug=smoke", "data.epochs_per_pass=2"], tmp_path, cache)
+    datamodule, module = build_components(cfg)
+    seen: dict[int, set[int]] = {}
+
+    class Record(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.setdefault(trainer.current_epoch, set()).update(batch["sequence_id"].tolist())
+
+    trainer = pl.Trainer(
+        max_epochs=4, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[Record()],
+    )  # fmt: skip
+    trainer.fit(module, datamodule=datamodule)
+    assert all(len(seen[e]) == 1 for e in range(4))  # 2 training sequences, 1 batch slot: one per epoch
+    assert seen[0] | seen[1] == seen[2] | seen[3] == {0, 1}

@@ -52,11 +52,13 @@ class SceneDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         clip_len: int | None = None,
         seed: int = 0,
+        epochs_per_pass: int = 1,
     ):
         super().__init__()
         self.source = source
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.clip_len, self.seed = num_workers, clip_len, seed
+        self.epochs_per_pass = epochs_per_pass
         self.datasets: dict[str, SequenceDataset] = {}
 
     @property
@@ -90,6 +92,7 @@ class SceneDataModule(pl.LightningDataModule):
             seed=self.seed,
             pad=train,
             clip_len=self.clip_len if train else None,
+            epochs_per_pass=self.epochs_per_pass if train else 1,
             num_replicas=trainer.world_size if trainer else 1,
             rank=trainer.global_rank if trainer else 0,
         )

@@ -4,6 +4,8 @@ Sequences (optionally cut into clips) are dealt to the slots of all ranks so the
 to the least-loaded slot). Training pads short slots with further clips so every batch is full and every rank takes
 the same number of steps; evaluation does not pad, and orders slots longest first so a finished slot only ever
 leaves from the end of the batch and the others keep their slot index (and so their instance-bank state).
+A pass over many sequences can be cut into several epochs (``epochs_per_pass``): each epoch takes the next share of
+the pass's shuffled clips, so every clip is seen once per pass, and validation and checkpoints come at every share.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class TemporalBatchSampler(Sampler[list[tuple[int, bool]]]):
         clip_len: int | None = None,
         num_replicas: int = 1,
         rank: int = 0,
+        epochs_per_pass: int = 1,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -36,9 +39,12 @@ class TemporalBatchSampler(Sampler[list[tuple[int, bool]]]):
             raise ValueError(f"clip_len must be >= 1 or None, got {clip_len}")
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} must lie in [0, num_replicas={num_replicas})")
+        if epochs_per_pass < 1:
+            raise ValueError(f"epochs_per_pass must be >= 1, got {epochs_per_pass}")
         self.lengths = [int(n) for n in lengths]
         self.batch_size, self.shuffle, self.seed, self.pad = batch_size, shuffle, seed, pad
         self.clip_len, self.num_replicas, self.rank = clip_len, num_replicas, rank
+        self.epochs_per_pass = epochs_per_pass
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -52,10 +58,17 @@ class TemporalBatchSampler(Sampler[list[tuple[int, bool]]]):
             step = self.clip_len or max(n, 1)
             clips += [(start + off, min(step, n - off)) for off in range(0, n, step)]
             start += n
+        k = self.epochs_per_pass
         if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(clips))
+            order = np.random.default_rng([self.seed, self.epoch // k]).permutation(len(clips))
             clips = [clips[i] for i in order]
-        return clips
+        if k > 1 and len(clips) < k:
+            raise ValueError(
+                f"epochs_per_pass={k} exceeds the {len(clips)} training clips of a pass: every epoch needs one; "
+                "lower it or cut the sequences into clips (clip_len)"
+            )
+        share = self.epoch % k
+        return clips[share * len(clips) // k : (share + 1) * len(clips) // k]
 
     def _plan(self) -> list[list[Clip]]:
         """This rank's slots, each a list of clips."""
