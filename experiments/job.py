@@ -182,6 +182,15 @@ def ddp_handover(run_id: str, resume_from: Path | None) -> Iterator[None]:
             torch.distributed.destroy_process_group()
 
 
+class JobLogger(MLFlowLogger):
+    """Lightning's MLflow logger, except that the job (or sweep trial), not Lightning, ends its run: Lightning marks
+    the run FINISHED before the test and FAILED on a Ctrl-C, and joblib may kill the worker before the job can
+    correct that to KILLED."""
+
+    def finalize(self, status: str = "success") -> None:
+        """Nothing to end: every metric is already written, and the run's status is the job's to set."""
+
+
 def fit_and_test(
     cfg: DictConfig,
     uri: str,
@@ -194,7 +203,7 @@ def fit_and_test(
     threads = share_cores(cfg.threads, cpu_ranks(cfg.trainer))
     pl.seed_everything(int(cfg.seed), workers=True)
     datamodule, module = build_components(cfg)
-    logger = MLFlowLogger(experiment_name=cfg.logger.experiment, tracking_uri=uri, run_id=run_id)
+    logger = JobLogger(experiment_name=cfg.logger.experiment, tracking_uri=uri, run_id=run_id)
     tracking.retry(lambda: logger.experiment.set_tag(run_id, "threads", str(threads)))  # floats depend on it
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=1)  # no monitor: the newest
     trainer_args = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if v is not None}

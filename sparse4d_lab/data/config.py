@@ -22,7 +22,7 @@ class WarehouseConfig:
     """Everything that determines the generated data. Same config -> byte-identical data."""
 
     seed: int = 0
-    scenes: dict[str, int] = field(default_factory=lambda: {"train": 32, "val": 3, "test": 3})
+    scenes: dict[str, int] = field(default_factory=lambda: {"train": 48, "val": 3, "test": 3})
     frames_per_scene: int = 40
     fps: float = 10.0
     room_size: tuple[float, float] = (16.0, 12.0)
