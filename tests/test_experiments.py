@@ -136,3 +136,19 @@ def test_lightning_epochs_take_their_share_of_a_pass(tmp_path, cache):
     trainer.fit(module, datamodule=datamodule)
     assert all(len(seen[e]) == 1 for e in range(4))  # 2 training sequences, 1 batch slot: one per epoch
     assert seen[0] | seen[1] == seen[2] | seen[3] == {0, 1}
+
+
+def test_lightning_cannot_end_a_jobs_run(tmp_path):
+    """Lightning finalizes its logger FAILED on a Ctrl-C and FINISHED before the test: the job sets the status."""
+    from mlflow import MlflowClient
+
+    from experiments.job import JobLogger
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    logger = JobLogger(experiment_name="e", tracking_uri=uri, run_id=run_id)
+    logger.log_metrics({"m": 1.0}, step=0)
+    for status in ("failed", "success"):
+        logger.finalize(status)
+        assert client.get_run(run_id).info.status == "RUNNING"

@@ -253,11 +253,9 @@ class EvalCollector:
         out.mkdir(parents=True, exist_ok=True)
         path = out / "evaluation.json"
         path.write_text(json.dumps(self.report, indent=1, default=float))
-        written = [path]
-        if self.frames:
-            written.append(score_histogram(self.frames, out / "query_scores.png"))
-        for stage, frame in sorted(self.bev_frames.items(), key=lambda item: item[0] != "val"):
-            written.append(bev_frame(frame, self.classes, out / f"bev_{stage}_frame.png"))
-        if self.frames:
-            written.append(save_frames(self.frames, self.classes, out / "eval_frames.npz"))
-        return written
+        views = sorted(self.bev_frames.items(), key=lambda item: item[0] != "val")  # validation first
+        bev = [bev_frame(frame, self.classes, out / f"bev_{stage}_frame.png") for stage, frame in views]
+        if not self.frames:
+            return [path, *bev]
+        histogram = score_histogram(self.frames, out / "query_scores.png")
+        return [path, histogram, *bev, save_frames(self.frames, self.classes, out / "eval_frames.npz")]
