@@ -36,6 +36,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("test/NDS", "NDS", True, ".3f"),
     MetricSpec("test/fp_per_frame_0.3", "FP/frame@0.3", False, ".2f"),
     MetricSpec("test/hc_fp_per_frame", "HC-FP/frame", False, ".2f"),
+    MetricSpec("test/hc_fp_cls_per_frame", "HC-FP(cls)/frame", False, ".2f"),
     MetricSpec("test/hc_unmatched_per_frame", "HC-unmatched/frame", False, ".1f"),
     MetricSpec("test/unmatched_score_mean", "unmatched score", False, ".3f"),
     MetricSpec("test/id_switches", "IDSW", False, ".1f"),
@@ -50,8 +51,8 @@ NOTE = (
     "Cells: mean ± sample std over seeds; n = finished runs (a cell's own n in brackets when a metric is missing "
     f"from some). Δ: mean paired difference (arm - baseline) [95 % CI], p: {METHOD}; identical arms give p = 1. "
     "Bold: best mean per column (↑ higher / ↓ lower is better; none when all tie). HC-FP: false positives with "
-    "score ≥ 0.5 (class score x centerness, as output). HC-unmatched: unmatched queries with class score ≥ 0.5 "
-    "(what a decoder's score threshold sees)."
+    "output score ≥ 0.5 (class score x centerness). HC-FP(cls): false positives with class score ≥ 0.5 (what "
+    "a decoder's TopK and score threshold see). HC-unmatched: queries without a GT with class score ≥ 0.5."
 )
 
 

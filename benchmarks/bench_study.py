@@ -24,6 +24,7 @@ from scipy import stats
 ROOT = Path(__file__).parents[1]
 SHOWN = (
     "test/hc_fp_per_frame",
+    "test/hc_fp_cls_per_frame",
     "test/hc_unmatched_per_frame",
     "test/fp_per_frame_0.3",
     "test/unmatched_score_mean",

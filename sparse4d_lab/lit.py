@@ -133,8 +133,9 @@ class Sparse4DModule(pl.LightningModule):
             {"params": [p for p in params if id(p) in backbone], "lr": self.optim.lr * self.optim.backbone_lr_mult},
             {"params": [p for p in params if id(p) not in backbone], "lr": self.optim.lr},
         ]
-        # foreach: one kernel per op over all tensors; PyTorch picks it by default only on GPUs (~30 ms a step here)
-        return torch.optim.AdamW(groups, lr=self.optim.lr, weight_decay=self.optim.weight_decay, foreach=True)
+        # fused: one kernel for the whole update (CPU and GPU). PyTorch's CPU default loops over the 336 tensors, and
+        # its CPU foreach path does too: 29 ms a step here, 9 ms fused.
+        return torch.optim.AdamW(groups, lr=self.optim.lr, weight_decay=self.optim.weight_decay, fused=True)
 
     def configure_optimizers(self):
         optimizer = self.optimizer()

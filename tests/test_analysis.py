@@ -69,6 +69,7 @@ def synthetic_frames(seed: int, inflated: bool, num_frames: int = 6, num_queries
                 "distractors": np.array([[0.0, 4.0, 0.5, 1.2, 0.8, 1.0, 0.3, 0, 0, 0]], np.float32),
                 "boxes": det.astype(np.float32),
                 "scores": np.array([0.9, 0.8, 0.7 if inflated else 0.2], np.float32),
+                "cls_scores": np.array([0.95, 0.9, 0.8 if inflated else 0.25], np.float32),
                 "labels": np.array([0, 1, 0]),
                 "ids": np.array([0, 1, 2 + t if inflated else -1]),
                 "query_scores": query_scores,
@@ -103,6 +104,16 @@ def test_high_confidence_unmatched_queries_count_class_scores_of_unmatched_queri
     assert collector.compute()["hc_unmatched_per_frame"] == 0.0
     collector.frames[0]["query_scores"][[0, 2]] = [0.7, 0.5]  # two unmatched queries at >= 0.5 in one of 6 frames
     assert collector.compute()["hc_unmatched_per_frame"] == pytest.approx(2 / 6, abs=1e-12)
+
+
+def test_high_confidence_false_positives_are_counted_on_the_output_score_and_on_the_class_score():
+    collector = EvalCollector(CLASSES, num_queries=24)
+    collector.frames = synthetic_frames(0, inflated=False)  # one false positive a frame, output 0.2, class 0.25
+    metrics = collector.compute()
+    assert metrics["hc_fp_per_frame"] == 0.0 and metrics["hc_fp_cls_per_frame"] == 0.0
+    collector.frames[3]["cls_scores"][2] = 0.6  # a confident class score that a low centerness hides
+    metrics = collector.compute()
+    assert metrics["hc_fp_per_frame"] == 0.0 and metrics["hc_fp_cls_per_frame"] == pytest.approx(1 / 6, abs=1e-12)
 
 
 def add_job(

@@ -39,8 +39,9 @@ class LocalArtifacts:
 def test_eval_frames_round_trip_and_are_written_with_the_other_artifacts(tmp_path):
     frames = synthetic_frames(seed=0, inflated=True)
     frames[1]["distractors"] = None
-    frames[2]["boxes"], frames[2]["scores"], frames[2]["labels"], frames[2]["ids"] = (
+    frames[2]["boxes"], frames[2]["scores"], frames[2]["cls_scores"], frames[2]["labels"], frames[2]["ids"] = (
         np.zeros((0, 10), np.float32),
+        np.zeros(0, np.float32),
         np.zeros(0, np.float32),
         np.zeros(0, np.int64),
         np.zeros(0, np.int64),
@@ -51,7 +52,8 @@ def test_eval_frames_round_trip_and_are_written_with_the_other_artifacts(tmp_pat
         assert set(before) == set(after)
         assert (before["scene"], before["t"], before["sample"]) == (after["scene"], after["t"], after["sample"])
         assert (after["distractors"] is None) == (before["distractors"] is None)
-        for key in ("gt_boxes", "gt_labels", "gt_ids", "boxes", "scores", "labels", "ids", "matched", "kept_slots"):
+        keys = ("gt_boxes", "gt_labels", "gt_ids", "boxes", "scores", "cls_scores", "labels", "ids", "matched")
+        for key in (*keys, "kept_slots"):
             np.testing.assert_array_equal(after[key], before[key])
         np.testing.assert_allclose(after["query_scores"], before["query_scores"], atol=1e-3)  # stored as float16
     assert loaded[2]["boxes"].shape == (0, 10) and loaded[2]["scores"].shape == (0,)

@@ -40,6 +40,17 @@ def test_counts_per_threshold_and_frame() -> None:
     assert report["high_confidence"]["total"] == 2 and report["high_confidence"]["per_frame"] == pytest.approx(2 / 3)
 
 
+def test_high_confidence_on_class_scores_counts_false_positives_whatever_their_output_score() -> None:
+    # Class scores before x centerness: the free-space false positive (output 0.2) is confident by its class score.
+    report = false_positive_report(GT, PRED, class_scores=[0.95, 0.9, 0.55, 0.75, 0.3])
+    assert report["high_confidence"]["total"] == 2
+    block = report["high_confidence_class"]
+    assert block["total"] == 3 and block["max_per_frame"] == 2 and block["per_frame"] == pytest.approx(3 / 3)
+    assert "high_confidence_class" not in false_positive_report(GT, PRED)
+    with pytest.raises(EvalInputError, match="class_scores has 2 values for 5 predictions"):
+        false_positive_report(GT, PRED, class_scores=[0.9, 0.8])
+
+
 def test_curve_is_false_positives_per_frame_against_threshold() -> None:
     report = false_positive_report(GT, PRED, curve_thresholds=[0.0, 0.5, 0.65, 0.8, 1.0])
     assert report["curve"]["fp_per_frame"] == pytest.approx([4 / 3, 2 / 3, 1 / 3, 0, 0])

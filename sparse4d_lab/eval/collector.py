@@ -29,6 +29,7 @@ DETECTION_METRICS = (
     "mAP",
     "NDS",
     "hc_fp_per_frame",
+    "hc_fp_cls_per_frame",
     "hc_unmatched_per_frame",
     "unmatched_score_mean",
     "matched_score_mean",
@@ -68,6 +69,7 @@ FRAME_ARRAYS = {
     "distractors": np.float32,
     "boxes": np.float32,
     "scores": np.float32,
+    "cls_scores": np.float32,
     "labels": np.int16,
     "ids": np.int64,
     "query_scores": np.float16,
@@ -147,6 +149,7 @@ class EvalCollector:
                     "distractors": _np(batch["distractor_boxes"][b]) if "distractor_boxes" in batch else None,
                     "boxes": _np(det["boxes_3d"]),
                     "scores": _np(det["scores_3d"]),
+                    "cls_scores": _np(det["cls_scores"]),
                     "labels": _np(det["labels_3d"]),
                     "ids": _np(det["instance_ids"]),
                     "query_scores": _np(det["query_scores"]),
@@ -189,6 +192,7 @@ class EvalCollector:
             high_confidence=self.high_confidence,
             distractors=distractors or None,
             samples=samples,
+            class_scores=np.concatenate([x["cls_scores"] for x in self.frames]),
         )
         scores = query_score_distribution(
             np.concatenate([x["query_scores"] for x in self.frames]),
@@ -218,6 +222,7 @@ class EvalCollector:
             "mAP": detection.get("mAP", math.nan),
             "NDS": detection.get("NDS", math.nan),
             "hc_fp_per_frame": fp["high_confidence"]["per_frame"],
+            "hc_fp_cls_per_frame": fp["high_confidence_class"]["per_frame"],
             # Unmatched queries whose class score (before x centerness) is high: what passes a decoder's score
             # threshold, which TAO and upstream Sparse4D apply to the class score alone.
             "hc_unmatched_per_frame": np.mean(

@@ -8,7 +8,11 @@ unmatched queries inflate and confident false positives flood the output. This m
   descending score take the nearest untaken ground truth closer than `match_distance` (2 m) on the floor plane.
   Greedy matching in score order means that the detections above a threshold are matched exactly as if the
   lower ones did not exist, so one matching serves every threshold and the whole curve;
-* high-confidence false positives (score >= 0.5) per frame;
+* high-confidence false positives per frame: score >= 0.5, and when the detections' class scores are given, class
+  score >= 0.5. Sparse4D's output score is class score x sigmoid(centerness), but its decoders (upstream and TAO)
+  apply TopK and the score threshold to the class score alone, and the instance bank gives track ids by it: a
+  false positive with a high class score is the confident detection that no threshold removes and that floods the
+  tracker, even while a low centerness keeps its output score under 0.5;
 * false positives near a distractor versus in free space, when the distractor boxes of each frame are known.
   Rule: a false positive is "near" when its centre lies within `near_distance` (default 1 m) of a distractor's
   footprint on the floor plane (the rectangle of length l and width w around the centre, rotated by yaw;
@@ -113,12 +117,14 @@ def false_positive_report(
     near_distance: float = 1.0,
     curve_thresholds: Sequence[float] | None = None,
     samples: Sequence[Any] | None = None,
+    class_scores: Any = None,
 ) -> dict[str, Any]:
     """False positives of `pred` against `gt` (records or `Detections`), per frame and in total.
 
     Returns a JSON-ready dict: `class_aware` and `class_agnostic` blocks keyed by score threshold ("0.05", ...)
     with total, per_frame (mean), max_per_frame and frames_with_fp; `high_confidence` (class aware, score >=
-    `high_confidence`); `near_distractor` (only with `distractors`: near / free counts and the near share per
+    `high_confidence`); `high_confidence_class` (only with `class_scores`, one per prediction: the same count on
+    the class score); `near_distractor` (only with `distractors`: near / free counts and the near share per
     threshold); `curve` (false positives per frame against the score threshold, both matchings).
     `samples` lists every frame (frames without any box count with zero false positives).
     """
@@ -139,6 +145,15 @@ def false_positive_report(
         report[name] = {str(float(t)): _counts_summary(per_frame(fp & (pred.score >= t))) for t in score_thresholds}
     confident = unmatched["class_aware"] & (pred.score >= high_confidence)
     report["high_confidence"] = {"score_threshold": high_confidence, **_counts_summary(per_frame(confident))}
+    if class_scores is not None:
+        class_scores = as_numpy(class_scores, float).reshape(-1)
+        if class_scores.shape != pred.score.shape:
+            raise EvalInputError(
+                f"class_scores has {class_scores.size} values for {pred.score.size} predictions: "
+                "give one per prediction"
+            )
+        confident = unmatched["class_aware"] & (class_scores >= high_confidence)
+        report["high_confidence_class"] = {"score_threshold": high_confidence, **_counts_summary(per_frame(confident))}
     if distractors is not None:
         near = near_distractor(pred, distractors, near_distance)
         block: dict[str, Any] = {"near_distance": near_distance}
