@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -20,7 +21,7 @@ from sparse4d_lab.data import (
     load_split,
     render_scene,
 )
-from sparse4d_lab.data.render import make_camera, render_background, render_frame
+from sparse4d_lab.data.render import make_camera, render_background, render_frame, shade_body
 from sparse4d_lab.data.scene import Body, make_scene
 
 SMALL = dict(scenes={"train": 2, "val": 1, "test": 1}, frames_per_scene=6, image_size=(96, 64), num_cameras=3)
@@ -112,6 +113,21 @@ def test_ground_truth_sits_on_the_rendered_objects():
                 assert canvas.instance[v, u] == i
                 checked += 1
     assert checked >= 3
+
+
+def test_background_cast_per_rectangle_equals_casting_every_ray_at_every_distractor():
+    # Racks' shelves overhang their boxes: a rectangle from the box alone would cut them off.
+    cfg = small(image_size=(176, 96))
+    scene = make_scene(cfg, "train", 0)
+    assert any((np.abs(d.parts[:, :3]) + d.parts[:, 3:6] / 2).max() > 0.5 for d in scene.distractors)
+    for n in range(cfg.num_cameras):
+        cam = make_camera(scene.intrinsics[n], scene.extrinsics[n], scene.image_wh)
+        canvas = render_background(scene, cam)
+        empty = render_background(dataclasses.replace(scene, distractors=[]), cam)
+        nearest = empty.distance.reshape(-1)
+        for d in scene.distractors:
+            nearest = np.minimum(nearest, shade_body(cam.origin, cam.rays.reshape(-1, 3), d.box, d, scene.light)[0])
+        np.testing.assert_array_equal(canvas.distance.reshape(-1), nearest)
 
 
 def test_object_behind_a_crate_has_low_visibility():
