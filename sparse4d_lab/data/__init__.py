@@ -1,7 +1,8 @@
 """Data: the synthetic multi-camera warehouse, real MTMC / OVPKL data, the sequence dataset and the sampler."""
 
+from typing import Any
+
 from .config import CLASSES, ConfigError, WarehouseConfig
-from .datamodule import SceneDataModule, SceneSource, WarehouseDataModule, WarehouseSource
 from .dataset import SequenceDataset, collate
 from .mtmc import MtmcConfig, MtmcSource
 from .ovpkl import OvpklConfig, OvpklSource
@@ -30,3 +31,15 @@ __all__ = [
     "load_split",
     "render_scene",
 ]
+
+_DATAMODULE = {"SceneDataModule", "SceneSource", "WarehouseDataModule", "WarehouseSource"}
+
+
+def __getattr__(name: str) -> Any:
+    """The data modules import Lightning (6 s here): only on first use, so render workers and the data CLI start
+    without it."""
+    if name in _DATAMODULE:
+        from . import datamodule
+
+        return getattr(datamodule, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
