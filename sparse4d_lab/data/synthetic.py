@@ -28,6 +28,7 @@ from .scene import DISTRACTOR_KINDS, make_scene
 
 log = logging.getLogger(__name__)
 CACHE_ENV = "SPARSE4D_LAB_CACHE"
+PARALLEL_PIXELS = 20_000_000  # pixels to render (~12 s on one core) from which worker processes pay off
 
 
 def default_cache_dir() -> Path:
@@ -159,8 +160,12 @@ def _build_one(cfg: WarehouseConfig, split: str, index: int, folder: Path) -> tu
 
 
 def _build_parallel(cfg: WarehouseConfig, jobs: list[tuple[str, int]], folder: Path, workers: int | None):
-    """Scenes are independent pure functions, so rendering them in parallel changes no byte."""
-    workers = min(workers or os.cpu_count() or 1, len(jobs))
+    """Scenes are independent pure functions, so rendering them in parallel changes no byte. By default small data
+    is rendered in this process: a worker re-imports torch and the caller's main module first (seconds)."""
+    if workers is None:
+        pixels = len(jobs) * cfg.frames_per_scene * cfg.num_cameras * cfg.image_size[0] * cfg.image_size[1]
+        workers = (os.cpu_count() or 1) if pixels >= PARALLEL_PIXELS else 1
+    workers = min(workers, len(jobs))
     if workers <= 1:
         return [_build_one(cfg, split, index, folder) for split, index in jobs]
     # spawn, not fork: forking a process that already ran torch's thread pools can deadlock. A child also sets its
@@ -174,7 +179,7 @@ def _build_parallel(cfg: WarehouseConfig, jobs: list[tuple[str, int]], folder: P
 def ensure_dataset(cfg: WarehouseConfig, cache_dir: str | Path | None = None, workers: int | None = None) -> Path:
     """Return the folder of a verified cache for ``cfg``, building (or rebuilding) it if needed.
 
-    ``workers`` processes render scenes in parallel (default: one per CPU core).
+    ``workers`` processes render scenes in parallel (default: one per CPU core, one for small data).
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     root = cache / f"warehouse-{cfg.digest()}"
