@@ -89,7 +89,7 @@ def test_arm_sweeps_tune_the_knobs_of_their_arm():
     assert knobs["focal_onehot"] == {"loss.options.alpha", "loss.options.gamma", "optim.lr"}
     assert knobs["detr_ce"] == {"loss.options.eos_coef", "optim.lr"}
     assert knobs["paq"] == {"loss.paq.lambda", "loss.paq.topk", "loss.paq.num_patterns", "optim.lr"}
-    assert [o.metric for o in spec_of("focal_onehot").objectives] == ["mAP", "hc_fp_per_frame"]
+    assert [o.metric for o in spec_of("focal_onehot").objectives] == ["mAP", "hc_fp_cls_per_frame"]
 
 
 LR = {"type": "float", "low": 1.0e-4, "high": 1.0e-3, "log": True}
@@ -374,7 +374,7 @@ def test_smoke_sweep_end_to_end_then_two_workers_resume_it(tmp_path, cache):
     work_dir.mkdir()
     first = subprocess.run(command("n_trials=3"), cwd=work_dir, env=env_of(cache), capture_output=True, text=True)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-5000:]
-    assert "Pareto front (maximize val/mAP, minimize val/hc_fp_per_frame)" in first.stdout
+    assert "Pareto front (maximize val/mAP, minimize val/hc_fp_cls_per_frame)" in first.stdout
     url = f"sqlite:///{work_dir / 'sweeps.db'}"
     study = optuna.load_study(study_name="smoke", storage=url)
     trials = study.trials
@@ -402,7 +402,7 @@ def test_smoke_sweep_end_to_end_then_two_workers_resume_it(tmp_path, cache):
         assert {k: child.data.params[k] for k in knobs} == knobs  # the knobs reached the job
         assert child.data.params["trainer.limit_train_batches"] == "1" and child.data.params["seed"] == "0"
         assert {f"val/{m}" for m in metric_names([0.05, 0.3, 0.5])} <= set(child.data.metrics)
-        assert trial.values == pytest.approx([child.data.metrics["val/mAP"], child.data.metrics["val/hc_fp_per_frame"]])
+        assert trial.values == pytest.approx([child.data.metrics["val/mAP"], child.data.metrics["val/hc_fp_cls_per_frame"]])
         assert child.data.metrics["train_time_s"] > 0 and "test/mAP" in child.data.metrics
 
     # Re-run with a larger target, as two workers at once: they resume the same study and share its last trials.
