@@ -402,7 +402,9 @@ def test_smoke_sweep_end_to_end_then_two_workers_resume_it(tmp_path, cache):
         assert {k: child.data.params[k] for k in knobs} == knobs  # the knobs reached the job
         assert child.data.params["trainer.limit_train_batches"] == "1" and child.data.params["seed"] == "0"
         assert {f"val/{m}" for m in metric_names([0.05, 0.3, 0.5])} <= set(child.data.metrics)
-        assert trial.values == pytest.approx([child.data.metrics["val/mAP"], child.data.metrics["val/hc_fp_cls_per_frame"]])
+        assert trial.values == pytest.approx(
+            [child.data.metrics["val/mAP"], child.data.metrics["val/hc_fp_cls_per_frame"]]
+        )
         assert child.data.metrics["train_time_s"] > 0 and "test/mAP" in child.data.metrics
 
     # Re-run with a larger target, as two workers at once: they resume the same study and share its last trials.
