@@ -143,8 +143,7 @@ def false_positive_report(
     report: dict[str, Any] = {"num_frames": n_frames, "match_distance": match_distance}
     for name, fp in unmatched.items():
         report[name] = {str(float(t)): _counts_summary(per_frame(fp & (pred.score >= t))) for t in score_thresholds}
-    confident = unmatched["class_aware"] & (pred.score >= high_confidence)
-    report["high_confidence"] = {"score_threshold": high_confidence, **_counts_summary(per_frame(confident))}
+    confidence = {"high_confidence": pred.score}
     if class_scores is not None:
         class_scores = as_numpy(class_scores, float).reshape(-1)
         if class_scores.shape != pred.score.shape:
@@ -152,8 +151,10 @@ def false_positive_report(
                 f"class_scores has {class_scores.size} values for {pred.score.size} predictions: "
                 "give one per prediction"
             )
-        confident = unmatched["class_aware"] & (class_scores >= high_confidence)
-        report["high_confidence_class"] = {"score_threshold": high_confidence, **_counts_summary(per_frame(confident))}
+        confidence["high_confidence_class"] = class_scores
+    for name, score in confidence.items():
+        confident = unmatched["class_aware"] & (score >= high_confidence)
+        report[name] = {"score_threshold": high_confidence, **_counts_summary(per_frame(confident))}
     if distractors is not None:
         near = near_distractor(pred, distractors, near_distance)
         block: dict[str, Any] = {"near_distance": near_distance}
