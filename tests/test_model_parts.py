@@ -114,6 +114,23 @@ def test_sampled_product_backward_matches_finite_differences():
     assert torch.autograd.gradcheck(SampledProduct.apply, (uv, visible, weights, table, sizes))
 
 
+def test_aggregation_backward_runs_under_mixed_precision():
+    # trainer=gpu trains under bf16 autocast; on the CPU the same autocast reaches the sampling product.
+    maps, points, weights, projection, wh = aggregation_inputs(seed=3)
+    grads = []
+    for bf16 in (False, True):
+        leaves = [m.clone().requires_grad_() for m in maps] + [points.clone().requires_grad_()]
+        w = weights.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = deformable_aggregation(leaves[:2], leaves[2], w, projection, wh, "matmul")
+        assert out.dtype == (torch.bfloat16 if bf16 else torch.float32)
+        out.float().sum().backward()
+        grads.append([x.grad for x in [*leaves, w]])
+    for exact, mixed in zip(*grads, strict=True):
+        assert mixed.dtype == exact.dtype
+        assert (mixed - exact).abs().max() <= 0.05 * exact.abs().max()  # bf16 keeps ~3 significant digits
+
+
 @pytest.mark.parametrize("method", ["matmul", "grid_sample"])
 def test_points_outside_every_camera_or_behind_it_contribute_nothing(method):
     # One camera with identity rotation: pixel = (x / z, y / z) + principal point, depth = z.

@@ -120,15 +120,19 @@ class SampledProduct(torch.autograd.Function):
         index = index.unsqueeze(1).expand(-1, G, -1, -1)
         matrix = values.new_zeros(B, G, Q, table.shape[2]).scatter_add_(3, index, values)
         ctx.save_for_backward(matrix, table, index, weights, coefficient, visible, *axis_weight, *axis_slope)
+        device = table.device.type  # the backward's products run under the forward's autocast (trainer=gpu: bf16)
+        ctx.autocast = device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device)
         return matrix @ table
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         matrix, table, index, weights, coefficient, visible, weight_x, weight_y, slope_x, slope_y = ctx.saved_tensors
+        device, dtype, enabled = ctx.autocast
         grad = grad.contiguous()
-        grad_table = matrix.transpose(2, 3) @ grad
-        grad_values = (grad @ table.transpose(2, 3)).gather(3, index).unflatten(3, coefficient.shape[2:])
+        with torch.autocast(device, dtype=dtype, enabled=enabled):
+            grad_table = matrix.transpose(2, 3) @ grad
+            grad_values = (grad @ table.transpose(2, 3)).gather(3, index).unflatten(3, coefficient.shape[2:])
         grad_weights = (grad_values * coefficient[:, None]).sum(3).permute(0, 2, 4, 3, 5, 1)  # [B, Q, N, L, P, G]
         grad_coefficient = (grad_values * weights).sum(1).permute(2, 3, 0, 4, 1, 5)  # [4, L, B, N, Q, P]
         grad_coefficient = grad_coefficient.unflatten(0, (2, 2)) * visible  # (y, x) neighbour pairs
