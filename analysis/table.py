@@ -40,6 +40,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("test/hc_unmatched_per_frame", "HC-unmatched/frame", False, ".1f"),
     MetricSpec("test/unmatched_score_mean", "unmatched score", False, ".3f"),
     MetricSpec("test/id_switches", "IDSW", False, ".1f"),
+    MetricSpec("test/ids_best_mota", "IDS@best-MOTA", False, ".1f"),
     MetricSpec("test/IDF1", "IDF1", True, ".3f"),
     MetricSpec("test/AMOTA", "AMOTA", True, ".3f"),
     MetricSpec("test/HOTA", "HOTA", True, ".3f"),
@@ -52,7 +53,9 @@ NOTE = (
     f"from some). Δ: mean paired difference (arm - baseline) [95 % CI], p: {METHOD}; identical arms give p = 1. "
     "Bold: best mean per column (↑ higher / ↓ lower is better; none when all tie). HC-FP: false positives with "
     "output score ≥ 0.5 (class score x centerness). HC-FP(cls): false positives with class score ≥ 0.5 (what "
-    "a decoder's TopK and score threshold see). HC-unmatched: queries without a GT with class score ≥ 0.5."
+    "a decoder's TopK and score threshold see). HC-unmatched: queries without a GT with class score ≥ 0.5. "
+    "IDSW: ID switches of tracks with output score ≥ eval.track_min_score; IDS@best-MOTA: the nuScenes devkit's "
+    "IDS, every class at the score threshold of its best MOTA."
 )
 
 

@@ -116,6 +116,19 @@ def test_high_confidence_false_positives_are_counted_on_the_output_score_and_on_
     assert metrics["hc_fp_per_frame"] == 0.0 and metrics["hc_fp_cls_per_frame"] == pytest.approx(1 / 6, abs=1e-12)
 
 
+def test_id_switches_at_the_best_mota_threshold_count_tracks_below_the_tracking_threshold():
+    collector = EvalCollector(CLASSES, num_queries=24)
+    collector.frames = synthetic_frames(0, inflated=False)  # two clean tracks at output scores 0.9 and 0.8
+    for t in range(3, 6):
+        collector.frames[t]["ids"][0] = 7  # the first object's track changes id half-way
+    metrics = collector.compute()
+    assert metrics["id_switches"] == 1.0 and metrics["ids_best_mota"] == 1.0
+    for frame in collector.frames:
+        frame["scores"][0] = 0.25  # below eval.track_min_score (0.3): the fixed-threshold count loses the track
+    metrics = collector.compute()
+    assert metrics["id_switches"] == 0.0 and metrics["ids_best_mota"] == 1.0
+
+
 def add_job(
     mlflow: MlflowClient,
     exp: str,
