@@ -30,6 +30,8 @@ SHOWN = (
     "test/unmatched_score_mean",
     "test/mAP",
     "test/IDF1",
+    "test/id_switches",
+    "test/ids_best_mota",
 )
 
 
