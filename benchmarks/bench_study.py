@@ -2,7 +2,8 @@
 
 Runs ``python -m experiments.run +ab=STUDY [overrides]`` in a temporary working directory (its own MLflow store
 and checkpoints; the data cache is shared), then prints the wall time and, per arm, the mean +- std over seeds of
-the high-confidence false positives per frame and mAP, with a paired t-test of every arm against the baseline.
+the high-confidence false positives per frame, mAP and the tracking figures, with a paired t-test of every arm
+against the baseline.
 Usage: python benchmarks/bench_study.py [--ab loss_fix] [--keep DIR] [override ...]   (e.g. debug=smoke)
 """
 
