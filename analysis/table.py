@@ -51,11 +51,11 @@ SPEC = {m.key: m for m in METRICS}
 NOTE = (
     "Cells: mean ± sample std over seeds; n = finished runs (a cell's own n in brackets when a metric is missing "
     f"from some). Δ: mean paired difference (arm - baseline) [95 % CI], p: {METHOD}; identical arms give p = 1. "
-    "Bold: best mean per column (↑ higher / ↓ lower is better; none when all tie). HC-FP: false positives with "
-    "output score ≥ 0.5 (class score x centerness). HC-FP(cls): false positives with class score ≥ 0.5 (what "
-    "a decoder's TopK and score threshold see). HC-unmatched: queries without a GT with class score ≥ 0.5. "
-    "IDSW: ID switches of tracks with output score ≥ eval.track_min_score; IDS@best-MOTA: the nuScenes devkit's "
-    "IDS, every class at the score threshold of its best MOTA."
+    "Bold: best mean per column (↑ higher / ↓ lower is better; none when all tie; never a cell with its own n). "
+    "HC-FP: false positives with output score ≥ 0.5 (class score x centerness). HC-FP(cls): false positives with "
+    "class score ≥ 0.5 (what a decoder's TopK and score threshold see). HC-unmatched: queries without a GT with "
+    "class score ≥ 0.5. IDSW: ID switches of tracks with output score ≥ eval.track_min_score; IDS@best-MOTA: "
+    "the nuScenes devkit's IDS, every class at the score threshold of its best MOTA."
 )
 
 
@@ -97,7 +97,8 @@ def comparison_table(records: Sequence[RunRecord], arms: Sequence[str], baseline
     table["best"] = False
     for spec in METRICS:
         sel = table["metric"] == spec.key
-        means = table.loc[sel, "mean"]
+        # A cell that lacks some of its runs' values (a metric undefined in some seeds) is never called best.
+        means = table.loc[sel, "mean"].where(table.loc[sel, "n"] == table.loc[sel, "runs"])
         if means.notna().any():
             best = np.isclose(means, means.max() if spec.higher_is_better else means.min(), rtol=1e-12, atol=0)
             table.loc[sel, "best"] = best & (best.sum() < means.notna().sum())  # all tied: nothing is best
