@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import atexit
+import math
 import os
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import DictConfig
@@ -14,14 +16,22 @@ from omegaconf import DictConfig
 from sparse4d_lab.data import ConfigError
 
 from . import tracking
-from .resources import launcher_jobs, uses_ddp
+from .resources import MULTIRUN_JOBS_ENV, launcher_jobs, uses_ddp
 
 STUDY_RUN_ENV = "SPARSE4D_LAB_STUDY_RUN"
 
 
-def swept(values: Any) -> list[str]:
-    """``"a,b,c"`` (a sweeper param) -> ``["a", "b", "c"]``."""
-    return [v.strip() for v in str(values).split(",") if v.strip()]
+def sweep_values(hydra: DictConfig) -> dict[str, list[str]]:
+    """Each key a multirun sets -> its values, combined as Hydra's basic sweeper does: the study file's
+    ``hydra.sweeper.params`` first, then the command line, whose list for a key replaces the file's."""
+    params = [f"{key}={value}" for key, value in (hydra.sweeper.get("params") or {}).items()]
+    values = {}
+    for override in OverridesParser.create().parse_overrides([*params, *hydra.overrides.task]):
+        swept = override.is_sweep_override()
+        values[override.key_or_group] = (
+            list(override.sweep_string_iterator()) if swept else [override.get_value_element_as_str()]
+        )
+    return values
 
 
 def study_key(study: str, overrides: list[str], swept_keys: set[str]) -> str:
@@ -36,8 +46,8 @@ def study_parent(cfg: DictConfig, hydra: DictConfig) -> str:
     mlflow = tracking.client(tracking.tracking_uri(cfg.logger.tracking_uri))
     exp_id = tracking.experiment_id(mlflow, cfg.logger.experiment)
     params = hydra.sweeper.get("params") or {}
-    arms = swept(params["loss"]) if "loss" in params else [cfg.loss.arm]
-    seeds = swept(params["seed"]) if "seed" in params else [str(cfg.seed)]
+    values = sweep_values(hydra)
+    arms, seeds = values.get("loss", [cfg.loss.arm]), values.get("seed", [str(cfg.seed)])
     tags = {"arms": ",".join(arms), "seeds": ",".join(seeds), "baseline": str(cfg.baseline)}
     key = study_key(cfg.study, list(hydra.overrides.task), set(params))
     return tracking.study_run(mlflow, exp_id, cfg.study, key, tags)
@@ -71,6 +81,8 @@ class StudyCallback(Callback):
                 "trainer=ddp: DDP jobs start their own processes and cannot run side by side; "
                 "add hydra/launcher=basic (one job after another) or hydra/launcher=slurm"
             )
+        # One job (or fewer than n_jobs) must not keep the cores joblib would have shared among n_jobs.
+        os.environ[MULTIRUN_JOBS_ENV] = str(math.prod(len(v) for v in sweep_values(config.hydra).values()))
         if not config.get("study"):
             return
         parent = study_parent(config, config.hydra)

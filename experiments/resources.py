@@ -7,6 +7,8 @@ import os
 import torch
 from omegaconf import DictConfig
 
+MULTIRUN_JOBS_ENV = "SPARSE4D_LAB_MULTIRUN_JOBS"  # jobs in the running multirun, for the launcher's processes
+
 
 def uses_ddp(trainer: DictConfig) -> bool:
     """Lightning starts a DDP job's other ranks itself (by re-running the command line)."""
@@ -20,10 +22,14 @@ def launcher_jobs(launcher: DictConfig) -> int:
 
 
 def jobs_side_by_side() -> int:
-    """Jobs running at once on this machine: the running launcher's, 1 outside Hydra."""
+    """Jobs running at once on this machine: the running launcher's, but no more than the multirun has (its
+    start writes the count to ``MULTIRUN_JOBS_ENV``), 1 outside Hydra."""
     from hydra.core.hydra_config import HydraConfig
 
-    return launcher_jobs(HydraConfig.get().launcher) if HydraConfig.initialized() else 1
+    if not HydraConfig.initialized():
+        return 1
+    jobs = launcher_jobs(HydraConfig.get().launcher)
+    return min(jobs, int(os.environ[MULTIRUN_JOBS_ENV])) if MULTIRUN_JOBS_ENV in os.environ else jobs
 
 
 def cpu_ranks(trainer: DictConfig) -> int:

@@ -81,11 +81,21 @@ def find_runs(mlflow: MlflowClient, exp_id: str, filter_string: str) -> list[Run
     return retry(lambda: list(mlflow.search_runs([exp_id], filter_string=filter_string, max_results=1000)))
 
 
+# A study run's tags that hold comma lists: the arms and seeds it has run.
+LIST_TAGS = ("arms", "seeds")
+
+
 def study_run(mlflow: MlflowClient, exp_id: str, study: str, study_key: str, tags: dict[str, str]) -> str:
-    """The parent run of a study, created once per study key (re-running the same command reuses it)."""
+    """The parent run of a study, created once per study key (re-running the same command reuses it; run again
+    with more seeds or arms, its ``LIST_TAGS`` gain them, so its report expects every run it was asked for)."""
     existing = find_runs(mlflow, exp_id, f"tags.study_key = '{study_key}' and tags.kind = 'study'")
     if existing:
-        run_id = existing[0].info.run_id
+        run_id, old_tags = existing[0].info.run_id, existing[0].data.tags
+        for key in LIST_TAGS:
+            old = old_tags.get(key, "")
+            merged = ",".join(dict.fromkeys(v for v in [*old.split(","), *tags.get(key, "").split(",")] if v))
+            if merged != old:
+                retry(lambda k=key, m=merged: mlflow.set_tag(run_id, k, m))
         retry(lambda: mlflow.update_run(run_id, status="RUNNING"))
         return run_id
     all_tags = {"kind": "study", "ab": study, "study_key": study_key, MLFLOW_RUN_NAME: f"study:{study}", **tags}

@@ -5,11 +5,13 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
+from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
 from experiments.build import build_components, validate
-from experiments.callbacks import StudyCallback
-from experiments.resources import cpu_ranks, share_cores
+from experiments.callbacks import StudyCallback, study_parent
+from experiments.resources import MULTIRUN_JOBS_ENV, cpu_ranks, share_cores
 from sparse4d_lab.data import ConfigError
 from sparse4d_lab.model.config import ModelConfig, tao_r101, tiny
 from sparse4d_lab.model.sparse4d import Sparse4D
@@ -52,6 +54,24 @@ def test_every_study_composes_and_sweeps_known_arms(study, tmp_path):
         StudyCallback().on_multirun_start(compose_cfg([f"+ab={study}", "trainer=ddp"], tmp_path))
 
 
+def test_a_study_expects_every_seed_and_arm_it_was_run_with(tmp_path):
+    cfg = compose_cfg(["+ab=loss_fix"], tmp_path)
+    OmegaConf.update(cfg, "logger.tracking_uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=cfg.logger.tracking_uri)
+    parent = study_parent(cfg, cfg.hydra)
+    tags = client.get_run(parent).data.tags
+    assert (tags["arms"], tags["seeds"]) == ("focal_filtered,focal_onehot", "0,1,2")
+    # More seeds on the command line replace the study file's list (Hydra) and join the same study.
+    task = [*cfg.hydra.overrides.task, "seed=range(3,6)"]
+    OmegaConf.update(cfg, "hydra.overrides.task", task)
+    assert study_parent(cfg, cfg.hydra) == parent
+    assert client.get_run(parent).data.tags["seeds"] == "0,1,2,3,4,5"
+    OmegaConf.update(cfg, "hydra.overrides.task", [*task, "loss=detr_ce"])
+    assert study_parent(cfg, cfg.hydra) == parent
+    tags = client.get_run(parent).data.tags
+    assert (tags["arms"], tags["seeds"]) == ("focal_filtered,focal_onehot,detr_ce", "0,1,2,3,4,5")
+
+
 def test_a_job_gets_its_share_of_the_cores(tmp_path):
     assert cpu_ranks(compose_cfg(["trainer=ddp"], tmp_path).trainer) == (1 if torch.cuda.is_available() else 2)
     assert cpu_ranks(compose_cfg(["trainer=gpu"], tmp_path).trainer) == 1
@@ -62,6 +82,23 @@ def test_a_job_gets_its_share_of_the_cores(tmp_path):
         assert share_cores(None) == cores  # outside a launcher: one job, every core
         assert share_cores(None, ranks=cores) == 1  # one core per CPU rank of a DDP job
     finally:
+        torch.set_num_threads(before)
+
+
+def test_a_multirun_with_fewer_jobs_than_the_launcher_runs_at_once_keeps_the_cores(tmp_path, monkeypatch):
+    monkeypatch.setenv(MULTIRUN_JOBS_ENV, "")  # restored after the test: the callback writes the real count
+    cfg = compose_cfg(["hydra/launcher=local"], tmp_path)  # joblib, 2 jobs at once
+    OmegaConf.update(cfg, "hydra.overrides.task", ["loss=focal_onehot,detr_ce", "seed=range(0,3)"])
+    StudyCallback().on_multirun_start(cfg)  # not a study: only counts the jobs
+    assert os.environ[MULTIRUN_JOBS_ENV] == "6"
+    before, cores = torch.get_num_threads(), len(os.sched_getaffinity(0))
+    HydraConfig.instance().set_config(cfg)
+    try:
+        assert share_cores(None) == max(1, cores // 2)
+        monkeypatch.setenv(MULTIRUN_JOBS_ENV, "1")  # e.g. +ab=loss_fix loss=focal_onehot seed=0
+        assert share_cores(None) == cores
+    finally:
+        HydraConfig.instance().cfg = None
         torch.set_num_threads(before)
 
 
