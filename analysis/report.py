@@ -38,13 +38,13 @@ from .runs import (
     select_study,
 )
 from .table import (
-    NOTE,
     comparison_table,
     missing_runs,
     paq_flags,
     paq_latex,
     paq_markdown,
     paq_rich,
+    table_note,
     to_latex,
     to_markdown,
     to_rich,
@@ -79,13 +79,13 @@ def write_report(mlflow: MlflowClient, selection: Selection, out_dir: Path, figu
     missing = missing_runs(selection.records, selection.expected)
     title = f"{'Study' if selection.parent_id else 'Comparison'} {selection.title} (baseline {baseline})"
     heading = f"# {title}\n"
-    notes = f"\n{NOTE}\n" + bullets("Missing or unfinished runs (not in the means):", missing)
+    notes = f"\n{table_note(selection.records)}\n" + bullets("Missing or unfinished runs (not in the means):", missing)
     notes += bullets("Runs left out (another run has the same arm and seed):", superseded)
     markdown = f"{heading}\n{to_markdown(table, arms, baseline)}\n{notes}"
     terminal: list[RenderableType] = [Markdown(heading), to_rich(table, arms, baseline), Markdown(notes)]
     out_dir.mkdir(parents=True, exist_ok=True)
     files = [out_dir / "study_table.md", out_dir / "study_table.tex", out_dir / "study_table.csv"]
-    files[1].write_text(to_latex(table, arms, baseline, title, selection.title, missing))
+    files[1].write_text(to_latex(table, arms, baseline, title, selection.title, missing, selection.records))
     table.to_csv(files[2], index=False)
     flags = paq_flags(selection.records, arms)
     if flags:

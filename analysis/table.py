@@ -48,15 +48,59 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("train_time_s", "train s", False, ".0f"),
 )
 SPEC = {m.key: m for m in METRICS}
-NOTE = (
+_FIXED_NOTE = (
     "Cells: mean ± sample std over seeds; n = finished runs (a cell's own n in brackets when a metric is missing "
     f"from some). Δ: mean paired difference (arm - baseline) [95 % CI], p: {METHOD}; identical arms give p = 1. "
     "Bold: best mean per column (↑ higher / ↓ lower is better; none when all tie; never a cell with its own n). "
-    "HC-FP: false positives with output score ≥ 0.5 (class score x centerness). HC-FP(cls): false positives with "
-    "class score ≥ 0.5 (what a decoder's TopK and score threshold see). HC-unmatched: queries without a GT with "
-    "class score ≥ 0.5. IDSW: ID switches of tracks with output score ≥ eval.track_min_score; IDS@best-MOTA: "
-    "the nuScenes devkit's IDS, every class at the score threshold of its best MOTA."
+    "FP/frame@0.3: false positives with output score ≥ 0.3 (class score x centerness). HC-FP: false positives "
+    "with output score ≥ 0.5. HC-FP(cls): false positives with class score ≥ 0.5 (what a decoder's TopK and score "
+    "threshold see). HC-unmatched: queries without a GT with class score ≥ 0.5, among every query, not only the "
+    "TopK survivors; unmatched score: the mean class score of those queries."
 )
+
+
+def _logged(runs: Sequence[RunRecord], key: str) -> str:
+    """A param's value over runs, named (``0.05 (key)``, ``a / b (key)`` when runs differ), or its bare key when
+    no run logged it."""
+    values = " / ".join(sorted({r.params[key] for r in runs if key in r.params}))
+    return f"{values} ({key})" if values else key
+
+
+def _track_rule(params: dict[str, str]) -> tuple[str, str]:
+    """(eval.track_score, eval.track_min_score) of a run; a run without eval.track_score predates it and tracked
+    on the output score."""
+    return params.get("eval.track_score", "output"), params.get("eval.track_min_score", "eval.track_min_score")
+
+
+def _rule_text(rule: tuple[str, str], arms: Sequence[str] = ()) -> str:
+    score, threshold = rule
+    where = f": {', '.join(arms)}" if arms else ""
+    return f"{score} score ≥ {threshold} (eval.track_score={score}{where})"
+
+
+def table_note(records: Sequence[RunRecord]) -> str:
+    """The note under a table: how cells are computed, and the score each detection and tracking column is
+    counted on, read from the params of the runs in the means (of every run when none finished)."""
+    runs = [r for seeds in usable_runs(records)[0].values() for r in seeds.values()] or list(records)
+    rules: dict[tuple[str, str], list[str]] = {}  # tracking rule -> its arms
+    for r in runs:
+        arms = rules.setdefault(_track_rule(r.params), [])
+        if r.arm not in arms:
+            arms.append(r.arm)
+    rules = rules or {_track_rule({}): []}
+    if len(rules) == 1:
+        tracks = " and " + _rule_text(next(iter(rules)))
+    else:
+        tracks = " and, as the runs differ, " + " or ".join(_rule_text(*rule) for rule in sorted(rules.items()))
+    over = {"class": "the same tracks", "output": "every detection with an instance id"}
+    scores = sorted({score for score, _ in rules})
+    swept = over[scores[0]] if len(scores) == 1 else f"{over['class']} (class) or {over['output']} (output)"
+    top_k, threshold = _logged(runs, "model.num_output"), _logged(runs, "model.score_threshold")
+    return (
+        f"{_FIXED_NOTE} Detections: the decoder's TopK by class score, K = {top_k}, with class score ≥ {threshold}. "
+        f"IDSW, IDF1, HOTA: tracks = detections with an instance id{tracks}. AMOTA, IDS@best-MOTA: the nuScenes "
+        f"devkit's over {swept}, sweeping the output score; IDS@best-MOTA at each class's best-MOTA threshold."
+    )
 
 
 def usable_runs(records: Sequence[RunRecord]) -> tuple[dict[str, dict[int, RunRecord]], list[str]]:
@@ -247,11 +291,18 @@ def to_markdown(table: pd.DataFrame, arms: Sequence[str], baseline: str | None) 
 
 
 def to_latex(
-    table: pd.DataFrame, arms: Sequence[str], baseline: str | None, caption: str, label: str, notes: Sequence[str]
+    table: pd.DataFrame,
+    arms: Sequence[str],
+    baseline: str | None,
+    caption: str,
+    label: str,
+    notes: Sequence[str],
+    records: Sequence[RunRecord],
 ) -> str:
-    """The main table as a booktabs ``table*`` (needs ``\\usepackage{booktabs,graphicx}``)."""
+    """The main table as a booktabs ``table*`` (needs ``\\usepackage{booktabs,graphicx}``); ``records`` give the
+    note's scores and thresholds."""
     header = ["Arm", "$n$", *[_title(m, "tex") for m in METRICS]]
-    caption = latex_escape(" ".join([f"{caption}.", NOTE, *[f"Not in the means: {n}." for n in notes]]))
+    caption = latex_escape(" ".join([f"{caption}.", table_note(records), *[f"Not in the means: {n}." for n in notes]]))
     rows = _main_rows(table, arms, baseline, "tex")
     return _latex_table("table*", "lr" + "c" * len(METRICS), header, rows, caption, label, "booktabs,graphicx")
 

@@ -111,11 +111,13 @@ def build_components(cfg: DictConfig) -> tuple[SceneDataModule, Sparse4DModule]:
         quality_lambda=paq.get("lambda", 0.4),
         quality_topk=paq.get("topk", 4),
         query_generator=generator,
+        num_single_frame_decoder=model_cfg.num_single_frame_decoder,
     )
     collector = EvalCollector(
         classes=datamodule.classes,
         fp_thresholds=tuple(cfg.eval.fp_thresholds),
         track_min_score=cfg.eval.track_min_score,
+        track_score=cfg.eval.track_score,
         num_queries=model_cfg.num_anchor,
     )
     module = Sparse4DModule(model, criterion, collector, OptimConfig(**_plain(cfg.optim)), max_loss=cfg.train.max_loss)

@@ -59,7 +59,7 @@ class Sparse4DModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         output = self.model(batch)
-        result = self.criterion(output, batch["gt_boxes"], batch["gt_labels"])
+        result = self.criterion(output, batch["gt_boxes"], batch["gt_labels"], batch.get("gt_ids"))
         total = result.total
         if not torch.isfinite(total) or total.item() > self.max_loss:
             bad = sorted(k for k, v in result.terms.items() if not torch.isfinite(v))

@@ -24,7 +24,7 @@ from analysis import report
 from analysis.figures import FIGURES
 from analysis.runs import ReportInputError, RunRecord, select_study
 from analysis.stats import paired_difference
-from analysis.table import METRICS, comparison_table, missing_runs, to_latex, usable_runs
+from analysis.table import METRICS, comparison_table, missing_runs, table_note, to_latex, usable_runs
 from sparse4d_lab.eval.collector import EvalCollector, metric_names, save_frames
 
 CLASSES = ["person", "nova_carter"]
@@ -315,7 +315,9 @@ def test_latex_table_compiles(store, tmp_path):
     selection = select_study(store["mlflow"], store["parent"])
     table = comparison_table(selection.records, selection.arms, selection.baseline)
     notes = missing_runs(selection.records, selection.expected)
-    (tmp_path / "table.tex").write_text(to_latex(table, selection.arms, BASE, "Study loss_fix", "loss_fix", notes))
+    (tmp_path / "table.tex").write_text(
+        to_latex(table, selection.arms, BASE, "Study loss_fix", "loss_fix", notes, selection.records)
+    )
     report.main(["--tracking-uri", store["uri"], "--ab", "paq", "--out", str(tmp_path / "paq"), "--no-figures"])
     (tmp_path / "doc.tex").write_text(
         "\\documentclass{article}\\usepackage{booktabs,amssymb,graphicx}\\begin{document}"
@@ -330,6 +332,43 @@ def test_latex_table_compiles(store, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:]
     assert (tmp_path / "doc.pdf").stat().st_size > 0
     assert "Overfull \\hbox" not in (tmp_path / "doc.log").read_text()  # both tables fit the page
+
+
+TAO_EVAL = {"eval.track_score": "class", "eval.track_min_score": "0.2"}
+
+
+def test_the_note_names_the_tracking_rule_and_the_detections_the_runs_logged():
+    params = {**TAO_EVAL, "model.num_output": "300", "model.score_threshold": "0.05"}
+    records = [RunRecord(arm, seed, "FINISHED", {}, params=params) for arm in (BASE, FIX) for seed in (0, 1)]
+    note = table_note(records)
+    tracks = "IDSW, IDF1, HOTA: tracks = detections with an instance id and class score ≥ 0.2 (eval.track_score=class)."
+    assert tracks in note
+    assert "AMOTA, IDS@best-MOTA: the nuScenes devkit's over the same tracks, sweeping the output score;" in note
+    assert "the decoder's TopK by class score, K = 300 (model.num_output), with class score ≥ 0.05 " in note
+    assert "HC-FP: false positives with output score ≥ 0.5." in note
+    assert "HC-FP(cls): false positives with class score ≥ 0.5" in note and "among every query" in note
+    assert "FP/frame@0.3: false positives with output score ≥ 0.3" in note
+    # The LaTeX caption carries the same note.
+    assert r"class score $\geq$ 0.2 (eval.track\_score=class)" in to_latex(
+        comparison_table(records, [BASE, FIX], BASE), [BASE, FIX], BASE, "Study", "study", [], records
+    )
+
+
+def test_the_note_lists_every_tracking_rule_when_runs_differ():
+    records = [
+        RunRecord(BASE, 0, "FINISHED", {}, params=TAO_EVAL),
+        RunRecord(FIX, 0, "FINISHED", {}, params={"eval.track_min_score": "0.3"}),  # older than eval.track_score
+        RunRecord(SAME, 0, "FINISHED", {}, params={"eval.track_score": "output", "eval.track_min_score": "0.3"}),
+        RunRecord(FEW, 0, "FAILED", {}, params={"eval.track_score": "output", "eval.track_min_score": "0.5"}),
+    ]
+    note = table_note(records)
+    assert (
+        "tracks = detections with an instance id and, as the runs differ, class score ≥ 0.2 "
+        f"(eval.track_score=class: {BASE}) or output score ≥ 0.3 (eval.track_score=output: {FIX}, {SAME})."
+    ) in note
+    assert "0.5" not in note.split("Detections:")[1]  # a failed run is in no mean
+    assert "over the same tracks (class) or every detection with an instance id (output)" in note
+    assert "K = model.num_output, with class score ≥ model.score_threshold." in note  # not logged: named only
 
 
 # ----------------------------------------------------------------------------------------------------------------

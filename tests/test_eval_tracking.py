@@ -18,6 +18,7 @@ from sparse4d_lab.eval import (
     nuscenes_tracking,
     trackeval_metrics,
 )
+from sparse4d_lab.eval.collector import EvalCollector
 
 
 def frames_of(*frames: tuple[list, list]) -> TrackingFrames:
@@ -332,3 +333,71 @@ def test_missing_tracking_field_is_named() -> None:
     bad = [{k: v for k, v in track("a", 0, 1, 0.0, score=0.5).items() if k != "t"}]
     with pytest.raises(EvalInputError, match="no field 't'"):
         evaluate_tracking(gt, bad)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The collector's tracking rule (eval.track_score)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def rule_frames() -> list[dict]:
+    """Four frames of two still objects, each detected on the spot: a person tracked as id 0 (class 0.9, output
+    0.8) and a robot at class score 0.25, output score 0.1 (a low centerness) whose id changes from 1 to 2."""
+    gt = np.zeros((2, 10), np.float32)
+    gt[:, :3], gt[:, 3:6] = [[0.0, 0.0, 0.9], [5.0, 0.0, 0.3]], [[0.6, 0.6, 1.8], [0.9, 0.7, 0.5]]
+    return [
+        {
+            "scene": "s0",
+            "t": t,
+            "sample": f"s0/{t:04d}",
+            "gt_boxes": gt,
+            "gt_labels": np.array([0, 1]),
+            "gt_ids": np.array([10, 11]),
+            "distractors": None,
+            "boxes": gt.copy(),
+            "scores": np.array([0.8, 0.1], np.float32),
+            "cls_scores": np.array([0.9, 0.25], np.float32),
+            "labels": np.array([0, 1]),
+            "ids": np.array([0, 1 if t < 2 else 2]),
+            "query_scores": np.array([0.9, 0.25, 0.01], np.float32),
+            "matched": np.array([True, True, False]),
+            "matched_slots": np.array([0, 1]),
+            "kept_slots": np.array([0, 1]),
+        }
+        for t in range(4)
+    ]
+
+
+def rule_metrics(track_score: str, track_min_score: float) -> tuple[dict[str, float], dict]:
+    collector = EvalCollector(
+        ["person", "nova_carter"], track_min_score=track_min_score, track_score=track_score, num_queries=3
+    )
+    collector.frames = rule_frames()
+    return collector.compute(), collector.report["tracking"]
+
+
+def test_the_class_score_rule_tracks_a_detection_whose_output_score_is_below_the_threshold() -> None:
+    # TAO's rule admits the robot (class 0.25 >= 0.2): 8 matches, its one switch, MOTA = 1 - 1/8; ids 0, 1, 2.
+    metrics, report = rule_metrics("class", 0.2)
+    assert metrics["id_switches"] == 1 and metrics["MOTA"] == pytest.approx(0.875)
+    assert report["id_stability"]["num_pred_tracks"] == 3 and report["clear"]["num_misses"] == 0
+    assert metrics["ids_best_mota"] == 1  # the devkit sees the robot's tracks too
+    # The output-score rule drops the robot (0.1 < 0.2) from CLEAR: 4 matches and 4 misses, MOTA = 1 - 4/8 ...
+    metrics, report = rule_metrics("output", 0.2)
+    assert metrics["id_switches"] == 0 and metrics["MOTA"] == pytest.approx(0.5)
+    assert report["id_stability"]["num_pred_tracks"] == 1 and report["clear"]["num_misses"] == 4
+    assert metrics["ids_best_mota"] == 1  # ... while the devkit sweeps over every detection with an id
+
+
+def test_the_class_score_rule_also_filters_the_nuscenes_input() -> None:
+    # Above the robot's class score (0.25 < 0.3) it is no track anywhere: its class has no prediction (IDS NaN,
+    # left out of the sum) and the person's track has no switch.
+    metrics, report = rule_metrics("class", 0.3)
+    assert metrics["id_switches"] == 0 and metrics["MOTA"] == pytest.approx(0.5) and metrics["ids_best_mota"] == 0
+    per_class = report["nuscenes"]["per_class"]
+    assert np.isnan(per_class["ids"]["nova_carter"]) and per_class["fn"]["nova_carter"] == 4
+
+
+def test_an_unknown_track_score_is_named() -> None:
+    with pytest.raises(ValueError, match=r"eval\.track_score must be one of class, output; got 'centerness'"):
+        EvalCollector(["person"], track_score="centerness")

@@ -15,6 +15,7 @@ from experiments.resources import MULTIRUN_JOBS_ENV, cpu_ranks, share_cores
 from sparse4d_lab.data import ConfigError
 from sparse4d_lab.model.config import ModelConfig, tao_r101, tiny
 from sparse4d_lab.model.sparse4d import Sparse4D
+from sparse4d_lab.semantics import profile
 from sparse4d_lab.supervision.schemes import REGISTRY
 
 CONF = Path(__file__).parents[1] / "experiments" / "conf"
@@ -120,9 +121,12 @@ def test_an_arm_replaces_the_loss_config(tmp_path):
 
 @pytest.mark.parametrize(("name", "preset"), [("tiny", tiny), ("tao_r101", tao_r101)])
 def test_model_configs_equal_their_presets_and_build(name, preset, tmp_path):
+    file = ModelConfig(**OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{name}.yaml")))
+    assert dataclasses.asdict(file) == dataclasses.asdict(preset())
+    # A job's model is the preset with its semantics profile's rules (tao by default).
     cfg = compose_cfg([f"model={name}"], tmp_path)
     config = ModelConfig(**OmegaConf.to_container(cfg.model))
-    assert dataclasses.asdict(config) == dataclasses.asdict(preset())
+    assert dataclasses.asdict(config) == dataclasses.asdict(preset(**profile("tao")["model"]))
     model = Sparse4D(config)
     assert sum(p.numel() for p in model.parameters()) > 0
 

@@ -178,7 +178,7 @@ def run_frame(bank, batch, confidences):
     scores = confidences[..., None]
     if memory is not None:
         feature, anchor, slot, _ = bank.merge(feature, anchor, scores, slot, memory)
-    ids = bank.cache(feature, anchor, scores, slot, memory, new_sequence, batch)
+    ids, _ = bank.cache(feature, anchor, scores, slot, memory, new_sequence, batch)
     return memory, ids, slot
 
 

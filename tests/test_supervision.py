@@ -233,3 +233,9 @@ def test_audit_shows_the_silent_losses(tmp_path):
     clamped = audit("vfl_clamped", cache_dir=tmp_path)
     assert clamped["unmatched"].per_class[-1] == 0.0 and min(clamped["unmatched"].per_class[:-1]) == 1.0
     assert "unmatched" in render("vfl_clamped", clamped)
+    # cls_threshold_to_reg (0.05 in both profiles): at the prior's 0.01 no matched query gets a box loss yet, while
+    # every denoising positive does (the threshold is not applied to them).
+    for semantics in ("tao", "upstream"):
+        onehot = audit("focal_onehot", cache_dir=tmp_path, semantics=semantics)
+        assert onehot["matched"].with_box_gradient == 0.0 and onehot["dn_positive"].with_box_gradient == 1.0
+        assert onehot["unmatched"].with_gradient == 1.0 and onehot["dn_negative"].with_box_gradient == 0.0

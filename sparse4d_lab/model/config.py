@@ -15,6 +15,7 @@ from ..data.config import ConfigError
 
 BACKBONE_DEPTHS = (18, 34, 50, 101)
 AGGREGATION_METHODS = ("matmul", "grid_sample")
+VELOCITY_MODES = ("add", "replace")
 ANCHOR_DIM = 11
 
 
@@ -50,6 +51,7 @@ class ModelConfig:
     aggregation: str = "matmul"  # deformable-aggregation method, same results: "matmul" (fast on small maps, CPU)
     # or "grid_sample" (memory grows with image size only through the feature maps; for large images)
     with_quality: bool = True  # centerness and yawness heads
+    velocity_refinement: str = "add"  # the head's velocity: "add" to the anchor's (upstream) or "replace" it (TAO)
 
     # Instance bank.
     confidence_decay: float = 0.6  # upstream Sparse4D v3; the TAO card uses 0.8
@@ -58,12 +60,14 @@ class ModelConfig:
 
     # Denoising.
     num_dn_groups: int = 2  # upstream 5
+    num_temp_dn_groups: int = 1  # groups carried to the next frame (temporal_denoising.py); TAO and upstream 3 of 5
     max_dn_gt: int = 32
     dn_noise_scale: tuple[float, ...] = (2.0, 2.0, 2.0) + (0.5,) * 8  # per anchor dimension
     dn_cost_weights: tuple[float, ...] = (2.0, 2.0, 2.0, 0.5, 0.5, 0.5) + (0.0,) * 5  # copy-to-GT matching cost
 
-    # Post-processing.
-    num_output: int = 300
+    # Post-processing. TAO and upstream keep the top 300 of 900 queries; the tiny preset keeps the same share (32 of
+    # 96), so the cap binds as it does there.
+    num_output: int = 32
     score_threshold: float = 0.05  # also the confidence a query needs to get a new instance id
     squeeze_classes: bool = True  # one detection (its best class) per query, as upstream when tracking
 
@@ -146,10 +150,20 @@ def validate(cfg: ModelConfig) -> None:
         "aggregation",
         f"must be one of {AGGREGATION_METHODS}, got {cfg.aggregation!r}",
     )
+    _require(
+        cfg.velocity_refinement in VELOCITY_MODES,
+        "velocity_refinement",
+        f"must be one of {VELOCITY_MODES}, got {cfg.velocity_refinement!r}",
+    )
     _require(0 <= cfg.confidence_decay <= 1, "confidence_decay", "must lie in [0, 1]")
     _require(cfg.default_time_interval > 0, "default_time_interval", "must be positive (seconds)")
     _require(cfg.max_time_interval > 0, "max_time_interval", "must be positive (seconds)")
     _require(cfg.num_dn_groups >= 0, "num_dn_groups", "must be >= 0 (0 disables denoising)")
+    _require(
+        0 <= cfg.num_temp_dn_groups <= cfg.num_dn_groups,
+        "num_temp_dn_groups",
+        f"must lie in [0, num_dn_groups={cfg.num_dn_groups}], got {cfg.num_temp_dn_groups}",
+    )
     _require(cfg.max_dn_gt >= 1, "max_dn_gt", "must be >= 1")
     for name in ("dn_noise_scale", "dn_cost_weights"):
         value = getattr(cfg, name)
@@ -171,14 +185,15 @@ def validate(cfg: ModelConfig) -> None:
 def tiny(**overrides) -> ModelConfig:
     """The CPU default: ResNet-18 at a quarter width (stages of 16 to 128 channels), FPN of 128 channels at
     strides 8/16/32, 96 anchors (48 temporal), 3 decoders (1 single-frame), 4 groups, 2 denoising groups, no
-    dropout. A training step at batch 2 x 4 cameras of 176 x 96 takes about 0.3 s on 2 CPU cores
+    dropout, the decoder's top 32. A training step at batch 2 x 4 cameras of 176 x 96 takes about 0.3 s on 2 CPU cores
     (``benchmarks/bench_model.py``)."""
     return ModelConfig(**overrides)
 
 
 def tao_r101(**overrides) -> ModelConfig:
     """The TAO Sparse4D model card: ResNet-101, FPN 256 x 4 levels from stride 4, 900 anchors, 600 temporal
-    instances, 6 decoders (1 single-frame), 8 groups, 13 key points, confidence decay 0.8, 5 denoising groups."""
+    instances, 6 decoders (1 single-frame), 8 groups, 13 key points, confidence decay 0.8, velocity replaced (TAO's
+    refinement), 5 denoising groups, the decoder's top 300."""
     card = dict(
         depth=101,
         base_channels=64,
@@ -196,8 +211,10 @@ def tao_r101(**overrides) -> ModelConfig:
         num_learnable_points=6,
         aggregation="grid_sample",
         confidence_decay=0.8,
+        velocity_refinement="replace",
         default_time_interval=0.033333,
         num_dn_groups=5,
+        num_temp_dn_groups=3,
         max_dn_gt=128,
         num_output=300,
         num_depth_layers=3,

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from .. import geometry
 from .config import ModelConfig
+from .temporal_denoising import CarriedDenoising
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Memory:
     instance_id: Tensor  # [B, T] long, -1 where the instance never got an id
     slot: Tensor  # [B, T] long, the anchor each cached instance started from
     valid: Tensor  # [B] bool: the slot continues a sequence whose previous frame is cached
+    denoising: CarriedDenoising | None = None  # temporal denoising groups, anchors moved like the instances'
 
 
 @dataclass
@@ -50,6 +52,7 @@ class _State:
     ego_pose: Tensor  # [B, 4, 4] float64
     sequence_id: Tensor | None  # [B]
     next_id: Tensor  # [B] long: the next instance id of each slot's sequence
+    denoising: CarriedDenoising | None = None
 
 
 def propagate_anchors(anchor: Tensor, dt: Tensor, transform: Tensor) -> Tensor:
@@ -135,6 +138,11 @@ class InstanceBank(nn.Module):
         ego_pose = batch["ego_pose"].to(device, torch.float64)
         previous_pose = torch.where(known[:, None, None], _fit(state.ego_pose, B), ego_pose)
         transform = (torch.linalg.inv(ego_pose) @ previous_pose).float()
+        denoising = None
+        if state.denoising is not None:
+            denoising = state.denoising.fit(B)
+            moved = propagate_anchors(denoising.anchor.flatten(1, 2), raw_dt.float(), transform)
+            denoising.anchor = moved.view_as(denoising.anchor)
         memory = Memory(
             feature=_fit(state.feature, B),
             anchor=propagate_anchors(_fit(state.anchor, B), raw_dt.float(), transform),
@@ -142,8 +150,15 @@ class InstanceBank(nn.Module):
             instance_id=_fit(state.instance_id, B),
             slot=_fit(state.slot, B),
             valid=valid,
+            denoising=denoising,
         )
         return memory, dt, new_sequence
+
+    def cache_denoising(self, carried: CarriedDenoising | None) -> None:
+        """Keep this frame's temporal denoising groups (after ``cache``), or forget them (None)."""
+        state = self._states[self.training]
+        if state is not None:
+            state.denoising = carried
 
     def merge(
         self, feature: Tensor, anchor: Tensor, scores: Tensor, slot: Tensor, memory: Memory
@@ -179,8 +194,9 @@ class InstanceBank(nn.Module):
         memory: Memory | None,
         new_sequence: Tensor,
         batch: dict[str, Any],
-    ) -> Tensor:
-        """Keep the top-T instances of this frame for the next one, and return the instance ids ``[B, A]``.
+    ) -> tuple[Tensor, Tensor]:
+        """Keep the top-T instances of this frame for the next one; return the instance ids ``[B, A]`` and the
+        cached queries ``[B, T]`` (the first T query slots of the next frame, in order).
 
         Queries carried from the previous frame keep their ids; a fresh query whose confidence reaches the score
         threshold gets the next id of its slot's sequence (ids restart at 0 with every sequence).
@@ -215,4 +231,4 @@ class InstanceBank(nn.Module):
             sequence_id=None if sequence_id is None else sequence_id.to(confidence.device).clone(),
             next_id=next_id,
         )
-        return instance_id
+        return instance_id, top

@@ -34,6 +34,12 @@ class Denoising:
     positive: Tensor  # [B, Q_dn] bool: a positive copy (learn the GT) or a negative one (learn background)
     valid: Tensor  # [B, Q_dn] bool
     group: Tensor  # [B, Q_dn] long: denoising group of each copy
+    # Where temporal denoising groups replaced copies after the single-frame layers: the targets of the layers from
+    # ``carried_from_layer`` on (same meaning as the three above)
+    carried_gt_index: Tensor | None = None
+    carried_positive: Tensor | None = None
+    carried_valid: Tensor | None = None
+    carried_from_layer: int = 0
 
 
 @dataclass
@@ -49,6 +55,9 @@ class ModelOutput:
     anchor_slot: Tensor  # [B, Q] long: the anchor (query slot) a query started from, for query-utilisation stats
     aux_losses: dict[str, Tensor] = field(default_factory=dict)  # e.g. PaQ pattern diversity, dense depth
     instance_ids: Tensor | None = None  # [B, Q] long tracking ids from the instance bank, -1 = no id (not confident)
+    # [B, T] long: the final-layer queries the instance bank cached for the next frame, in the order they take the
+    # first T query slots there (the temporal assignment follows them)
+    cached_query: Tensor | None = None
 
     @property
     def final(self) -> LayerOutput:

@@ -31,6 +31,7 @@ from .neck import FPN
 from .outputs import Denoising, LayerOutput, ModelOutput
 from .postprocess import post_process
 from .refinement import RefinementHead
+from .temporal_denoising import carry_groups, copy_instances, insert_carried
 
 ScoreFn = Callable[[Tensor], Tensor]  # logits [..., K] -> per-class probabilities [..., C]
 QueryGenerator = Callable[[list[Tensor], Tensor], Tensor]  # (feature maps, base features [A, D]) -> [B, A, D]
@@ -90,7 +91,9 @@ class Sparse4D(nn.Module):
             )
             for index in range(cfg.num_decoder)
         )
-        self.heads = nn.ModuleList(RefinementHead(D, num_logits, cfg.with_quality) for _ in range(cfg.num_decoder))
+        self.heads = nn.ModuleList(
+            RefinementHead(D, num_logits, cfg.with_quality, cfg.velocity_refinement) for _ in range(cfg.num_decoder)
+        )
 
     def set_anchors(self, anchors: Tensor) -> None:
         """Replace the anchors (e.g. by ``anchors_from_gt`` of the training split) and forget the temporal memory."""
@@ -130,13 +133,15 @@ class Sparse4D(nn.Module):
         temporal = torch.zeros(B, A, dtype=torch.bool, device=anchor.device)
 
         gt_boxes = (gt if gt is not None else batch).get("gt_boxes")
-        dn = None
+        gt_ids = (gt if gt is not None else batch).get("gt_ids")
+        dn = carried = dn_instance = None
         if self.training and gt_boxes is not None:
             dn = make_denoising_queries(
                 gt_boxes, cfg.num_dn_groups, cfg.max_dn_gt, cfg.dn_noise_scale, cfg.dn_cost_weights
             )
         attn_mask = None
         if dn is not None:
+            dn_instance = copy_instances(dn, gt_ids) if gt_ids is not None else None
             anchor = torch.cat([anchor, dn.anchor.to(anchor)], dim=1)
             feature = torch.cat([feature, feature.new_zeros(B, dn.anchor.shape[1], feature.shape[-1])], dim=1)
             attn_mask = attention_mask(A, dn, cfg.num_groups)
@@ -150,6 +155,20 @@ class Sparse4D(nn.Module):
             if index + 1 == cfg.num_single_frame_decoder and memory is not None:
                 scores = self.score_fn(cls[:, :A].detach())
                 feature, anchor, slot, temporal = self.instance_bank.merge(feature, anchor, scores, slot, memory)
+                if dn is not None and memory.denoising is not None and dn_instance is not None:
+                    dn_feature, dn_anchor, carried, dn_instance = insert_carried(
+                        dn,
+                        dn_instance,
+                        feature[:, A:],
+                        anchor[:, A:],
+                        memory.denoising,
+                        memory.valid,
+                        gt_ids,
+                        cfg.num_dn_groups,
+                    )
+                    feature = torch.cat([feature[:, :A], dn_feature], dim=1)
+                    anchor = torch.cat([anchor[:, :A], dn_anchor], dim=1)
+                    attn_mask = attention_mask(A, carried, cfg.num_groups)
             if index + 1 < len(self.layers):
                 anchor_embed = self.anchor_encoder(anchor)
 
@@ -162,11 +181,28 @@ class Sparse4D(nn.Module):
                 positive=dn.positive,
                 valid=dn.valid,
                 group=dn.group,
+                carried_gt_index=None if carried is None else carried.gt_index,
+                carried_positive=None if carried is None else carried.positive,
+                carried_valid=None if carried is None else carried.valid,
+                carried_from_layer=cfg.num_single_frame_decoder,
             )
         final = layers[-1]
-        instance_ids = self.instance_bank.cache(
+        instance_ids, cached_query = self.instance_bank.cache(
             feature[:, :A], final.anchor, self.score_fn(final.cls.detach()), slot, memory, new_sequence, batch
         )
+        if self.training and cfg.num_temp_dn_groups > 0:
+            self.instance_bank.cache_denoising(
+                None
+                if dn is None or dn_instance is None
+                else carry_groups(
+                    dn if carried is None else carried,
+                    dn_instance,
+                    feature[:, A:],
+                    anchor[:, A:],
+                    cfg.num_dn_groups,
+                    cfg.num_temp_dn_groups,
+                )
+            )
         return ModelOutput(
             layers=layers,
             denoising=denoising,
@@ -175,6 +211,7 @@ class Sparse4D(nn.Module):
             anchor_slot=slot,
             aux_losses=aux_losses,
             instance_ids=instance_ids,
+            cached_query=cached_query,
         )
 
     def post_process(self, output: ModelOutput) -> list[dict[str, Tensor]]:

@@ -1,4 +1,5 @@
-"""Box and quality losses of Sparse4D v3 for positive queries, each normalised by the number of positives."""
+"""Box and quality losses of Sparse4D v3 for positive queries, each a sum divided by an ``avg_factor`` that the
+criterion chooses (the number of positives, of valid denoising queries, or of the rows themselves for a mean)."""
 
 from __future__ import annotations
 
@@ -32,9 +33,14 @@ def box_loss(pred_anchor: Tensor, target: Tensor, avg_factor: float, weights=LOS
     return ((pred_anchor[:, :dims] - target[:, :dims]).abs() * w).sum() / max(avg_factor, 1.0)
 
 
-def centerness_loss(logit: Tensor, pred_anchor: Tensor, target: Tensor, avg_factor: float) -> Tensor:
-    """BCE against ``exp(-|centre error|)``: the score learns how far off the box centre is."""
-    goal = torch.exp(-(pred_anchor[:, X : Z + 1] - target[:, X : Z + 1]).detach().norm(dim=-1))
+def centerness_loss(
+    logit: Tensor, pred_anchor: Tensor, target: Tensor, avg_factor: float, detach_target: bool = False
+) -> Tensor:
+    """BCE against ``exp(-|centre error|)``: the score learns how far off the box centre is. The goal depends on
+    the predicted centre; TAO and upstream leave it attached, so this loss also pulls centres towards the GT
+    (harder where the centerness logit is high)."""
+    error = pred_anchor[:, X : Z + 1] - target[:, X : Z + 1]
+    goal = torch.exp(-(error.detach() if detach_target else error).norm(dim=-1))
     return F.binary_cross_entropy_with_logits(logit, goal, reduction="sum") / max(avg_factor, 1.0)
 
 

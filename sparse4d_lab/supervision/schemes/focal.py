@@ -18,18 +18,27 @@ def sigmoid_focal(logits: Tensor, target: Tensor, alpha: float, gamma: float) ->
 
 
 class FocalScheme(ClassificationScheme):
-    """C sigmoid logits, focal matching cost, sigmoid scores; subclasses choose which rows count and their targets."""
+    """C sigmoid logits, focal matching cost, sigmoid scores; subclasses choose which rows count and their targets.
+    ``cost_alpha`` weighs the matching cost (default: the loss's ``alpha``, as Sparse4D)."""
 
-    def __init__(self, num_classes: int, loss_weight: float = 2.0, alpha: float = 0.25, gamma: float = 2.0):
+    def __init__(
+        self,
+        num_classes: int,
+        loss_weight: float = 2.0,
+        alpha: float = 0.25,
+        gamma: float = 2.0,
+        cost_alpha: float | None = None,
+    ):
         super().__init__(num_classes, loss_weight)
         self.alpha, self.gamma = alpha, gamma
+        self.cost_alpha = alpha if cost_alpha is None else cost_alpha
 
     def match_cost(self, logits: Tensor, gt_labels: Tensor) -> Tensor:
         # Sparse4D / Deformable-DETR focal cost: positive cost minus negative cost of the GT's class.
         p = logits.sigmoid()[:, gt_labels]
         eps = 1e-8
-        neg = -(1 - p + eps).log() * (1 - self.alpha) * p.pow(self.gamma)
-        pos = -(p + eps).log() * self.alpha * (1 - p).pow(self.gamma)
+        neg = -(1 - p + eps).log() * (1 - self.cost_alpha) * p.pow(self.gamma)
+        pos = -(p + eps).log() * self.cost_alpha * (1 - p).pow(self.gamma)
         return pos - neg
 
     def scores(self, logits: Tensor) -> Tensor:

@@ -1,8 +1,9 @@
 """``vfl``: RT-DETR's varifocal loss; the positive target is the IoU of the matched pair (detached).
 
 Each class column is a binary task with target ``iou`` on the GT class of a positive and 0 elsewhere; negatives are
-weighted ``alpha * p^gamma`` (RT-DETR: alpha 0.75, gamma 2), positives by their target. Background and denoising
-negative rows are all-zero one-hot, so every class of an unmatched query is pushed down.
+weighted ``alpha * p^gamma`` (RT-DETR: alpha 0.75, gamma 2), positives by their target. RT-DETR's matcher uses
+the focal cost with alpha 0.25 (``cost_alpha``), so the varifocal arms are matched as the focal arms are.
+Background and denoising negative rows are all-zero one-hot, so every class of an unmatched query is pushed down.
 """
 
 from __future__ import annotations
@@ -19,8 +20,15 @@ class VariFocal(FocalScheme):
     unmatched_gradient = "negative on every class, weighted alpha * p^gamma"
     needs_iou = True
 
-    def __init__(self, num_classes: int, loss_weight: float = 2.0, alpha: float = 0.75, gamma: float = 2.0):
-        super().__init__(num_classes, loss_weight, alpha, gamma)
+    def __init__(
+        self,
+        num_classes: int,
+        loss_weight: float = 2.0,
+        alpha: float = 0.75,
+        gamma: float = 2.0,
+        cost_alpha: float | None = 0.25,
+    ):
+        super().__init__(num_classes, loss_weight, alpha, gamma, cost_alpha)
 
     def targets(self, labels: Tensor) -> Tensor:
         """Class rows used for the one-hot (overridden by the clamped variant)."""
