@@ -9,32 +9,26 @@ from __future__ import annotations
 
 from typing import Any
 
+# What both apply: the same threshold to regress, denoising normalisation and attached centerness target.
+_SHARED = {
+    "cls_threshold_to_reg": 0.05,
+    "dn_avg_factor": "valid",
+    "dn_quality_loss": False,
+    "detach_centerness_target": False,
+    "temporal_assign_threshold": 0.5,
+}
+_TRACKING = {"track_score": "class", "track_min_score": 0.2}
+
 SEMANTICS: dict[str, dict[str, dict[str, Any]]] = {
     "tao": {
-        "criterion": {
-            "cls_threshold_to_reg": 0.05,
-            "dn_avg_factor": "valid",
-            "dn_quality_loss": False,
-            "detach_centerness_target": False,
-            "yawness_reduction": "mean",
-            "temporal_assign": True,
-            "temporal_assign_threshold": 0.5,
-        },
+        "criterion": {**_SHARED, "yawness_reduction": "mean", "temporal_assign": True},
         "model": {"velocity_refinement": "replace", "confidence_decay": 0.8, "score_threshold": 0.05},
-        "eval": {"track_score": "class", "track_min_score": 0.2},
+        "eval": dict(_TRACKING),
     },
     "upstream": {
-        "criterion": {
-            "cls_threshold_to_reg": 0.05,
-            "dn_avg_factor": "valid",
-            "dn_quality_loss": False,
-            "detach_centerness_target": False,
-            "yawness_reduction": "avg_factor",
-            "temporal_assign": False,
-            "temporal_assign_threshold": 0.5,
-        },
+        "criterion": {**_SHARED, "yawness_reduction": "avg_factor", "temporal_assign": False},
         "model": {"velocity_refinement": "add", "confidence_decay": 0.6, "score_threshold": 0.0},
-        "eval": {"track_score": "class", "track_min_score": 0.2},
+        "eval": dict(_TRACKING),
     },
 }
 
