@@ -10,6 +10,8 @@ import argparse
 import tempfile
 import time
 
+from machine import describe
+
 from sparse4d_lab.data import WarehouseConfig, WarehouseDataModule, ensure_dataset, render_scene
 
 
@@ -18,6 +20,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="render processes (default: one per core)")
     parser.add_argument("--batch-size", type=int, default=2)
     args = parser.parse_args()
+    print(describe())
     cfg = WarehouseConfig()
 
     start = time.perf_counter()

@@ -19,6 +19,7 @@ import statistics
 import time
 
 import torch
+from machine import describe
 
 from sparse4d_lab import geometry
 from sparse4d_lab.model import Sparse4D, tao_r101, tiny
@@ -52,6 +53,7 @@ def make_batch(batch_size: int, cameras: int, width: int, height: int, frame: in
         "is_first": torch.full((batch_size,), frame == 0),
         "gt_boxes": gt_boxes,
         "gt_labels": gt_labels,
+        "gt_ids": [torch.arange(boxes)] * batch_size,
     }
 
 
@@ -84,7 +86,7 @@ def job_step_times(steps: int, arm: str) -> dict[str, list[float]]:
         start = time.perf_counter()
         output = module.model(batch)
         forward = time.perf_counter()
-        loss = module.criterion(output, batch["gt_boxes"], batch["gt_labels"]).total
+        loss = module.criterion(output, batch["gt_boxes"], batch["gt_labels"], batch["gt_ids"]).total
         loss_end = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -127,6 +129,7 @@ def main() -> None:
     parser.add_argument("--no-job", dest="job", action="store_false", help="skip the default job's step")
     parser.add_argument("--arm", default="focal_onehot", help="loss arm of the job's step")
     args = parser.parse_args()
+    print(describe())
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = (tiny if args.preset == "tiny" else tao_r101)(**parse_overrides(args.set))

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import describe
 from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from scipy import stats
@@ -72,6 +73,7 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, default=None, help="working directory to use and keep")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    print(describe())
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench_study_"))
     work.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "experiments.run", f"+ab={args.ab}", *args.overrides]

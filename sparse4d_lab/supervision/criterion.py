@@ -50,7 +50,8 @@ class Sparse4DCriterion:
     - ``yawness_reduction`` ("mean" / "avg_factor"): TAO averages the yawness loss over the regressed positives,
       upstream divides its sum by the positive count.
     - ``temporal_assign`` (True / False) with ``temporal_assign_threshold`` (0.5): TAO's ``use_temporal_align``
-      (``temporal.py``) on the layers from ``num_single_frame_decoder`` on.
+      (``temporal.py``) on the layers from ``num_single_frame_decoder`` on. PaQ's arms (``quality_assign``) keep
+      their one-to-many assignment instead: the two rules decide the same thing differently.
     """
 
     def __init__(
