@@ -111,7 +111,6 @@ def build_components(cfg: DictConfig) -> tuple[SceneDataModule, Sparse4DModule]:
         quality_lambda=paq.get("lambda", 0.4),
         quality_topk=paq.get("topk", 4),
         query_generator=generator,
-        num_single_frame_decoder=model_cfg.num_single_frame_decoder,
     )
     collector = EvalCollector(
         classes=datamodule.classes,

@@ -321,8 +321,9 @@ def test_a_training_model_carries_denoising_groups_to_the_next_frame():
     assert model(batch).denoising.carried_gt_index is None
     batch = {**batch, "timestamp": torch.tensor([0.1]), "is_first": torch.tensor([False])}
     batch["gt_boxes"], batch["gt_labels"], batch["gt_ids"] = [boxes_at([3.0])], [torch.tensor([1])], [torch.tensor([3])]
-    dn = model(batch).denoising
+    output = model(batch)
+    dn = output.denoising
     # One of two groups is carried (tiny: num_temp_dn_groups 1): its 4 copies are cut to this frame's 2.
-    assert dn.carried_valid.sum() == 4 and dn.carried_from_layer == cfg.num_single_frame_decoder
+    assert dn.carried_valid.sum() == 4 and output.first_temporal_layer == cfg.num_single_frame_decoder
     result = Sparse4DCriterion(build_scheme("focal_onehot", C))(model(batch), batch["gt_boxes"], batch["gt_labels"])
     assert torch.isfinite(result.total)

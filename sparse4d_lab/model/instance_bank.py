@@ -140,9 +140,15 @@ class InstanceBank(nn.Module):
         transform = (torch.linalg.inv(ego_pose) @ previous_pose).float()
         denoising = None
         if state.denoising is not None:
-            denoising = state.denoising.fit(B)
-            moved = propagate_anchors(denoising.anchor.flatten(1, 2), raw_dt.float(), transform)
-            denoising.anchor = moved.view_as(denoising.anchor)
+            carried = state.denoising
+            anchor = _fit(carried.anchor, B)
+            denoising = CarriedDenoising(
+                feature=_fit(carried.feature, B),
+                anchor=propagate_anchors(anchor.flatten(1, 2), raw_dt.float(), transform).view_as(anchor),
+                positive=_fit(carried.positive, B),
+                valid=_fit(carried.valid, B),
+                instance=_fit(carried.instance + 1, B) - 1,  # new slots: padding (-1)
+            )
         memory = Memory(
             feature=_fit(state.feature, B),
             anchor=propagate_anchors(_fit(state.anchor, B), raw_dt.float(), transform),

@@ -35,11 +35,10 @@ class Denoising:
     valid: Tensor  # [B, Q_dn] bool
     group: Tensor  # [B, Q_dn] long: denoising group of each copy
     # Where temporal denoising groups replaced copies after the single-frame layers: the targets of the layers from
-    # ``carried_from_layer`` on (same meaning as the three above)
+    # ``ModelOutput.first_temporal_layer`` on (same meaning as the three above)
     carried_gt_index: Tensor | None = None
     carried_positive: Tensor | None = None
     carried_valid: Tensor | None = None
-    carried_from_layer: int = 0
 
 
 @dataclass
@@ -58,6 +57,8 @@ class ModelOutput:
     # [B, T] long: the final-layer queries the instance bank cached for the next frame, in the order they take the
     # first T query slots there (the temporal assignment follows them)
     cached_query: Tensor | None = None
+    # the first layer that sees last frame's instances and carried denoising groups (``num_single_frame_decoder``)
+    first_temporal_layer: int = 1
 
     @property
     def final(self) -> LayerOutput:

@@ -184,7 +184,6 @@ class Sparse4D(nn.Module):
                 carried_gt_index=None if carried is None else carried.gt_index,
                 carried_positive=None if carried is None else carried.positive,
                 carried_valid=None if carried is None else carried.valid,
-                carried_from_layer=cfg.num_single_frame_decoder,
             )
         final = layers[-1]
         instance_ids, cached_query = self.instance_bank.cache(
@@ -212,6 +211,7 @@ class Sparse4D(nn.Module):
             aux_losses=aux_losses,
             instance_ids=instance_ids,
             cached_query=cached_query,
+            first_temporal_layer=cfg.num_single_frame_decoder,
         )
 
     def post_process(self, output: ModelOutput) -> list[dict[str, Tensor]]:

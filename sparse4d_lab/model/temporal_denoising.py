@@ -28,22 +28,16 @@ class CarriedDenoising:
     valid: Tensor  # [B, G_t, K] bool
     instance: Tensor  # [B, G_t, K] long: GT instance id the copy was made from, -1 for padding
 
-    def fit(self, batch_size: int) -> CarriedDenoising:
-        """Cut or pad (with invalid copies) the slot dimension to ``batch_size``."""
-
-        def fit(x: Tensor) -> Tensor:
-            if len(x) >= batch_size:
-                return x[:batch_size]
-            return torch.cat([x, x.new_zeros(batch_size - len(x), *x.shape[1:])])
-
-        return CarriedDenoising(
-            *(fit(x) for x in (self.feature, self.anchor, self.positive, self.valid)), fit(self.instance + 1) - 1
-        )
-
 
 def _groups(x: Tensor, num_groups: int) -> Tensor:
     """``[B, G * K, ...]`` -> ``[B, G, K, ...]``."""
     return x.unflatten(1, (num_groups, x.shape[1] // num_groups))
+
+
+def instance_index(ids: Tensor, gt_ids: Tensor) -> Tensor:
+    """Index in ``gt_ids [M]`` of each instance id in ``ids [N]``; -1 where it is not there (left, or padding)."""
+    present = (ids[:, None] == gt_ids.to(ids.device)[None, :]) & (ids[:, None] >= 0)
+    return torch.where(present.any(-1), present.float().argmax(-1), -1)
 
 
 def copy_instances(dn: DenoisingQueries, gt_ids: list[Tensor]) -> Tensor:
@@ -98,9 +92,8 @@ def insert_carried(
     gt_index, positive = dn.gt_index.clone(), dn.positive.clone()
     for b, ids in enumerate(gt_ids):
         old = is_carried[b]
-        match = instance[b, old, None] == ids.to(instance.device)[None, :]  # [n, M]
-        found = match.any(-1) & was_positive[b, old]
-        gt_index[b, old] = torch.where(found, match.float().argmax(-1), -1)
-        positive[b, old] = found
+        index = torch.where(was_positive[b, old], instance_index(instance[b, old], ids), -1)
+        gt_index[b, old] = index
+        positive[b, old] = index >= 0
     targets = DenoisingQueries(anchor=anchor, gt_index=gt_index, positive=positive & valid, valid=valid, group=dn.group)
     return feature, anchor, targets, instance

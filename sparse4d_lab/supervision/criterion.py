@@ -50,7 +50,7 @@ class Sparse4DCriterion:
     - ``yawness_reduction`` ("mean" / "avg_factor"): TAO averages the yawness loss over the regressed positives,
       upstream divides its sum by the positive count.
     - ``temporal_assign`` (True / False) with ``temporal_assign_threshold`` (0.5): TAO's ``use_temporal_align``
-      (``temporal.py``) on the layers from ``num_single_frame_decoder`` on. PaQ's arms (``quality_assign``) keep
+      (``temporal.py``) on the layers from the model's first temporal layer on. PaQ's arms (``quality_assign``) keep
       their one-to-many assignment instead: the two rules decide the same thing differently.
     """
 
@@ -74,7 +74,6 @@ class Sparse4DCriterion:
         yawness_reduction: str = "avg_factor",
         temporal_assign: bool = False,
         temporal_assign_threshold: float = 0.5,
-        num_single_frame_decoder: int = 1,
     ):
         if dn_avg_factor not in DN_AVG_FACTORS:
             raise ValueError(f"criterion.dn_avg_factor: must be one of {DN_AVG_FACTORS}, got {dn_avg_factor!r}")
@@ -97,7 +96,6 @@ class Sparse4DCriterion:
         self.dn_quality_loss, self.detach_centerness_target = dn_quality_loss, detach_centerness_target
         self.yawness_reduction = yawness_reduction
         self.temporal = TemporalAssignment(temporal_assign_threshold) if temporal_assign else None
-        self.num_single_frame_decoder = num_single_frame_decoder
 
     @torch.no_grad()
     def assign(
@@ -205,7 +203,7 @@ class Sparse4DCriterion:
             raise ValueError("criterion.temporal_assign needs the GT instance ids (batch['gt_ids'])")
         carried = None
         for i, layer in enumerate(output.layers):
-            if temporal is not None and gt_ids is not None and i == self.num_single_frame_decoder:
+            if temporal is not None and gt_ids is not None and i == output.first_temporal_layer:
                 queries = layer.cls.shape[1]
                 carried = [temporal.carried(b, output.temporal[b], ids, queries) for b, ids in enumerate(gt_ids)]
             target = self.assign(layer, gt_boxes, gt_labels, self.quality_assign and i < last, carried)
@@ -223,7 +221,7 @@ class Sparse4DCriterion:
             if dn.carried_gt_index is not None:
                 carried = self.denoising_assignment(dn, gt_boxes, gt_labels, self.scheme.num_classes, carried=True)
             for i, layer in enumerate(dn.layers):
-                target = carried if carried is not None and i >= dn.carried_from_layer else fresh
+                target = carried if carried is not None and i >= output.first_temporal_layer else fresh
                 losses = self.layer_losses(layer, target, denoising=True)
                 terms.update({f"dn_{k}_{i}": v * weights[i] for k, v in losses.items()})
         if self.query_generator is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..model.temporal_denoising import instance_index
 from .matching import COST_FILL, hungarian
 
 
@@ -47,9 +48,7 @@ class TemporalAssignment:
             return None
         ids = self.previous[b]
         held = torch.full((queries,), -1, dtype=torch.long, device=gt_ids.device)
-        present = (ids[:, None] == gt_ids[None, :]) & (ids[:, None] >= 0)  # [T, M]: the instance is still in view
-        index = torch.where(present.any(-1), present.float().argmax(-1), -1)
-        held[: len(ids)] = index.to(held.device)
+        held[: len(ids)] = instance_index(ids, gt_ids).to(held.device)  # -1 where the instance has left
         return held
 
     def remember(self, gt_index: Tensor, cached_query: Tensor, gt_ids: list[Tensor]) -> None:
