@@ -10,8 +10,7 @@ import argparse
 import tempfile
 import time
 
-from machine import describe
-
+from experiments.resources import describe_machine
 from sparse4d_lab.data import WarehouseConfig, WarehouseDataModule, ensure_dataset, render_scene
 
 
@@ -20,7 +19,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="render processes (default: one per core)")
     parser.add_argument("--batch-size", type=int, default=2)
     args = parser.parse_args()
-    print(describe())
+    print(describe_machine())
     cfg = WarehouseConfig()
 
     start = time.perf_counter()

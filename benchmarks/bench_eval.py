@@ -11,8 +11,8 @@ import argparse
 import time
 
 import numpy as np
-from machine import describe
 
+from experiments.resources import describe_machine
 from sparse4d_lab.eval import Detections, Tracks, evaluate_detection, evaluate_tracking
 
 CLASSES = ("person", "forklift", "pallet_jack", "robot")
@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--fps", type=int, default=28, help="false positives per frame")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    print(describe())
+    print(describe_machine())
 
     small_gt, small_pred = make_data(2, 5, 5, 2, args.seed)  # warm-up: imports and first-call costs
     evaluate_detection(as_detections(small_gt, 5), as_detections(small_pred, 5))

@@ -19,8 +19,8 @@ import statistics
 import time
 
 import torch
-from machine import describe
 
+from experiments.resources import describe_machine
 from sparse4d_lab import geometry
 from sparse4d_lab.model import Sparse4D, tao_r101, tiny
 
@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--no-job", dest="job", action="store_false", help="skip the default job's step")
     parser.add_argument("--arm", default="focal_onehot", help="loss arm of the job's step")
     args = parser.parse_args()
-    print(describe())
+    print(describe_machine())
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = (tiny if args.preset == "tiny" else tao_r101)(**parse_overrides(args.set))

@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import describe
 from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from scipy import stats
+
+from experiments.resources import describe_machine
 
 ROOT = Path(__file__).parents[1]
 SHOWN = (
@@ -73,7 +74,7 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, default=None, help="working directory to use and keep")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    print(describe())
+    print(describe_machine())
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench_study_"))
     work.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "experiments.run", f"+ab={args.ab}", *args.overrides]

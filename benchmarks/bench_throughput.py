@@ -15,8 +15,8 @@ import time
 
 import torch
 from bench_model import make_batch
-from machine import describe
 
+from experiments.resources import describe_machine
 from sparse4d_lab.model import Sparse4D, tiny
 from sparse4d_lab.semantics import profile
 from sparse4d_lab.supervision.criterion import Sparse4DCriterion
@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["176x96"], help="image sizes WxH")
     parser.add_argument("--steps", type=int, default=12)
     args = parser.parse_args()
-    print(describe())
+    print(describe_machine())
     print(f"{'size':>8} {'threads':>7} {'batch':>5} {'step ms':>8} {'samples/s':>9} {'vs batch 1':>10}")
     for size in args.sizes:
         width, height = (int(v) for v in size.lower().split("x"))

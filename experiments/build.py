@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import logging
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -22,12 +24,17 @@ from sparse4d_lab.eval.collector import EvalCollector
 from sparse4d_lab.lit import OptimConfig, Sparse4DModule
 from sparse4d_lab.model.anchors import anchors_from_gt
 from sparse4d_lab.model.config import ModelConfig
+from sparse4d_lab.model.pretrained import check_fits, load_base, read_provenance
 from sparse4d_lab.model.sparse4d import Sparse4D
 from sparse4d_lab.supervision.criterion import Sparse4DCriterion
 from sparse4d_lab.supervision.paq import PatternQueries
 from sparse4d_lab.supervision.schemes import REGISTRY, build_scheme
 
 DATA_SOURCES = ("synthetic", "mtmc", "ovpkl")
+INIT_MODES = ("pretrained", "scratch")
+SHIPPED_BASE = Path(__file__).resolve().parents[1] / "bases" / "tiny.pt"  # made by python -m experiments.pretrain
+
+log = logging.getLogger(__name__)
 
 
 def _plain(node) -> dict:
@@ -51,6 +58,18 @@ def data_source(cfg: DictConfig) -> SceneSource:
     return OvpklSource(config_from_mapping(OvpklConfig, data))
 
 
+def base_path(cfg: DictConfig) -> Path | None:
+    """The base a job starts from (``init.path``, relative to the working directory; null: the shipped base), or
+    None for ``init=scratch``."""
+    init = cfg.get("init") or {}
+    mode = init.get("mode", "scratch")
+    if mode not in INIT_MODES:
+        raise ConfigError(f"init.mode: unknown mode {mode!r}; valid: {', '.join(INIT_MODES)} (init=pretrained|scratch)")
+    if mode == "scratch":
+        return None
+    return Path(init.path).expanduser().absolute() if init.get("path") else SHIPPED_BASE
+
+
 def validate(cfg: DictConfig) -> None:
     """Fail before any work, naming the key and the fix."""
     if cfg.loss.scheme not in REGISTRY:
@@ -72,7 +91,10 @@ def validate(cfg: DictConfig) -> None:
     if cfg.get("threads") is not None and int(cfg.threads) < 1:
         raise ConfigError(f"threads: must be >= 1, or null for the cores / jobs side by side; got {cfg.threads}")
     data_source(cfg)
-    ModelConfig(**_plain(cfg.model))
+    model_cfg = ModelConfig(**_plain(cfg.model))
+    base = base_path(cfg)
+    if base is not None:
+        check_fits(read_provenance(base), model_cfg, base)
 
 
 def build_components(cfg: DictConfig) -> tuple[SceneDataModule, Sparse4DModule]:
@@ -104,6 +126,10 @@ def build_components(cfg: DictConfig) -> tuple[SceneDataModule, Sparse4DModule]:
         )
     model = Sparse4D(model_cfg, num_classes, scheme.num_logits, scheme.scores, query_generator=generator)
     model.set_anchors(anchors_from_gt(train.gt_boxes(), train.gt_labels(), model_cfg.num_anchor, seed=int(cfg.seed)))
+    base = base_path(cfg)
+    report = load_base(model, base, model_cfg, datamodule.classes) if base is not None else None
+    if report is not None:
+        log.info("init: %s", report.summary())
     criterion = Sparse4DCriterion(
         scheme,
         **_plain(cfg.criterion),
@@ -120,4 +146,5 @@ def build_components(cfg: DictConfig) -> tuple[SceneDataModule, Sparse4DModule]:
         num_queries=model_cfg.num_anchor,
     )
     module = Sparse4DModule(model, criterion, collector, OptimConfig(**_plain(cfg.optim)), max_loss=cfg.train.max_loss)
+    module.init_report = report
     return datamodule, module

@@ -37,7 +37,7 @@ JOB_OVERRIDES_ENV = "SPARSE4D_LAB_JOB_OVERRIDES"
 
 log = logging.getLogger(__name__)
 # Config keys that say where things go, not what is computed: left out of the job's identity.
-NOT_IDENTITY = ("paths", "logger", "hydra")
+NOT_IDENTITY = ("paths", "logger", "hydra", "pretrain")
 
 
 def job_identity(cfg: DictConfig) -> dict[str, Any]:
@@ -72,22 +72,25 @@ def log_config(mlflow, run_id: str, identity: dict[str, Any]) -> None:
         tracking.retry(lambda s=start: mlflow.log_batch(run_id, params=params[s : s + 100]))
 
 
-def open_run(cfg: DictConfig, mlflow, exp_id: str, identity: dict, job_hash: str) -> tuple[str | None, bool]:
-    """(run id, resumed?) for this job; run id None when a complete run exists and the job is skipped."""
-    existing = tracking.job_runs(mlflow, exp_id, job_hash)
+def open_run(
+    cfg: DictConfig, mlflow, exp_id: str, identity: dict, job_hash: str, kind: str = "job"
+) -> tuple[str | None, bool]:
+    """(run id, resumed?) for this job; run id None when a complete run exists and the job is skipped. ``kind``
+    tags the run: ``job`` (a study's or a single job) or ``pretrain`` (a base)."""
+    existing = tracking.job_runs(mlflow, exp_id, job_hash, kind)
     if any(r.info.status == "FINISHED" and r.data.tags.get("complete") == "1" for r in existing):
         return None, False
     parent = parent_run(cfg)
-    sha, dirty = tracking.git_state(Path(cfg.paths.root))
+    sha, dirty = tracking.git_state()
     tags = {
-        "kind": "job",
+        "kind": kind,
         "config_hash": job_hash,
         "ab": str(cfg.get("study") or ""),
         "arm": cfg.loss.arm,
         "seed": str(cfg.seed),
         "git_sha": sha,
         "git_dirty": str(dirty),
-        MLFLOW_RUN_NAME: f"{cfg.loss.arm}-seed{cfg.seed}",
+        MLFLOW_RUN_NAME: f"{'' if kind == 'job' else kind + '-'}{cfg.loss.arm}-seed{cfg.seed}",
     }
     if parent:
         tags[MLFLOW_PARENT_RUN_ID] = parent
@@ -124,7 +127,7 @@ def worker_run(mlflow, exp_id: str, job_hash: str, timeout: float = 300.0) -> st
     raise RuntimeError(f"rank {process_rank()}: no RUNNING MLflow run of job {job_hash} from rank 0 in {timeout} s")
 
 
-def train_job(cfg: DictConfig) -> dict[str, float] | None:
+def train_job(cfg: DictConfig, kind: str = "job") -> dict[str, float] | None:
     """Run one job; returns its test metrics, or None if it was skipped or failed (a failure is in MLflow)."""
     validate(cfg)
     identity = job_identity(cfg)
@@ -137,7 +140,7 @@ def train_job(cfg: DictConfig) -> dict[str, float] | None:
     if process_rank() > 0:  # rank 0 owns the run's status; a worker only trains
         resume = os.environ.get(JOB_RESUME_ENV)
         return fit_and_test(cfg, uri, worker_run(mlflow, exp_id, job_hash), ckpt_dir, Path(resume) if resume else None)
-    run_id, resumed = open_run(cfg, mlflow, exp_id, identity, job_hash)
+    run_id, resumed = open_run(cfg, mlflow, exp_id, identity, job_hash, kind)
     if run_id is None:
         log.info("job %s (%s seed %s) already finished: skipped", job_hash, cfg.loss.arm, cfg.seed)
         return None
@@ -182,6 +185,21 @@ def ddp_handover(run_id: str, resume_from: Path | None) -> Iterator[None]:
             torch.distributed.destroy_process_group()
 
 
+def init_tags(module: Sparse4DModule) -> dict[str, str]:
+    """What the job's weights started from, as run tags."""
+    report = module.init_report
+    if report is None:
+        return {"init": "scratch"}
+    return {
+        "init": "pretrained",
+        "init_path": report.path,
+        "init_sha256": report.sha256,
+        "init_loaded": str(len(report.loaded)),
+        "init_reinitialised": report.reason or "none",
+        "init_fresh": ", ".join(sorted({k.split(".")[0] for k in report.new})) or "none",
+    }
+
+
 class JobLogger(MLFlowLogger):
     """Lightning's MLflow logger, except that the job (or sweep trial), not Lightning, ends its run: Lightning marks
     the run FINISHED before the test and FAILED on a Ctrl-C, and joblib may kill the worker before the job can
@@ -205,6 +223,8 @@ def fit_and_test(
     datamodule, module = build_components(cfg)
     logger = JobLogger(experiment_name=cfg.logger.experiment, tracking_uri=uri, run_id=run_id)
     tracking.retry(lambda: logger.experiment.set_tag(run_id, "threads", str(threads)))  # floats depend on it
+    for key, value in init_tags(module).items():
+        tracking.retry(lambda k=key, v=value: logger.experiment.set_tag(run_id, k, v))
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=1)  # no monitor: the newest
     trainer_args = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if v is not None}
     trainer = pl.Trainer(

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import platform
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
+MATRIX_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # what decides matrix-product speed
 MULTIRUN_JOBS_ENV = "SPARSE4D_LAB_MULTIRUN_JOBS"  # jobs in the running multirun, for the launcher's processes
 
 
@@ -50,3 +53,19 @@ def share_cores(threads: int | None, ranks: int = 1) -> int:
         threads = max(1, len(os.sched_getaffinity(0)) // (jobs_side_by_side() * ranks))
     torch.set_num_threads(threads)
     return threads
+
+
+def describe_machine() -> str:
+    """CPU model, the flags that decide matrix-product speed, core count and torch version: speeds (and the last
+    digits of results) compare only between runs on the same kind of machine."""
+    try:
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        info = []
+    model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), None)
+    flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    present = [f for f in MATRIX_FLAGS if f in flags]
+    return (
+        f"CPU: {model or platform.processor() or 'unknown'} ({', '.join(present) or 'no AVX2'}), "
+        f"{os.cpu_count()} cores; torch {torch.__version__}"
+    )

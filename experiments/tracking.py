@@ -67,7 +67,10 @@ def config_hash(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def git_state(root: Path) -> tuple[str, bool]:
+CODE_ROOT = Path(__file__).resolve().parents[1]  # the checkout this code runs from
+
+
+def git_state(root: Path = CODE_ROOT) -> tuple[str, bool]:
     """(commit sha, dirty?) of the code that runs; ("unknown", False) outside a git checkout."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
@@ -102,8 +105,8 @@ def study_run(mlflow: MlflowClient, exp_id: str, study: str, study_key: str, tag
     return retry(lambda: mlflow.create_run(exp_id, tags=all_tags)).info.run_id
 
 
-def job_runs(mlflow: MlflowClient, exp_id: str, job_hash: str) -> list[Run]:
-    return find_runs(mlflow, exp_id, f"tags.config_hash = '{job_hash}' and tags.kind = 'job'")
+def job_runs(mlflow: MlflowClient, exp_id: str, job_hash: str, kind: str = "job") -> list[Run]:
+    return find_runs(mlflow, exp_id, f"tags.config_hash = '{job_hash}' and tags.kind = '{kind}'")
 
 
 def child_runs(mlflow: MlflowClient, exp_id: str, parent_id: str) -> list[Run]:

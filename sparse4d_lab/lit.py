@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 import torch
 
 from .eval.collector import EvalCollector
+from .model.pretrained import LoadReport
 from .model.sparse4d import Sparse4D
 from .supervision.criterion import Sparse4DCriterion
 
@@ -53,6 +54,7 @@ class Sparse4DModule(pl.LightningModule):
         self.model, self.criterion, self.collector = model, criterion, collector
         self.optim, self.max_loss = optim, max_loss
         self.last_metrics: dict[str, dict[str, float]] = {}
+        self.init_report: LoadReport | None = None  # set when the model was loaded from a pretrained base
 
     def forward(self, batch: dict[str, Any]):
         return self.model(batch)

@@ -99,7 +99,7 @@ class Objective:
     def _open_run(self, cfg: DictConfig, trial: optuna.Trial) -> str:
         c = self.c
         identity = job_identity(cfg)
-        sha, dirty = tracking.git_state(Path(cfg.paths.root))
+        sha, dirty = tracking.git_state()
         tags = {
             "kind": "trial",
             "sweep": c.spec.name,
