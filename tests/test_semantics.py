@@ -15,7 +15,7 @@ from sparse4d_lab.model.outputs import Denoising
 from sparse4d_lab.model.postprocess import post_process
 from sparse4d_lab.model.refinement import RefinementHead
 from sparse4d_lab.model.sparse4d import Sparse4D
-from sparse4d_lab.model.temporal_denoising import CarriedDenoising, copy_instances, insert_carried
+from sparse4d_lab.model.temporal_denoising import CarriedDenoising, copy_instances, insert_carried, instance_index
 from sparse4d_lab.semantics import SEMANTICS, profile
 from sparse4d_lab.supervision.criterion import Sparse4DCriterion
 from sparse4d_lab.supervision.losses import centerness_loss
@@ -225,6 +225,14 @@ def test_temporal_assignment_forgets_an_instance_that_left_and_a_slot_without_me
 
 
 # Evaluation
+
+
+def test_instance_lookup_in_a_frame_without_objects_finds_every_instance_gone():
+    """A warehouse frame can be empty (every object still to walk in): the carried copies and held queries of the
+    previous frame all lose their instance, rather than the lookup failing on an empty reduction."""
+    ids = torch.tensor([3, 5, -1])
+    assert instance_index(ids, torch.zeros(0, dtype=torch.long)).tolist() == [-1, -1, -1]
+    assert instance_index(ids, torch.tensor([5, 9, 3])).tolist() == [2, 0, -1]
 
 
 def test_the_tiny_models_topk_cap_binds_at_taos_share_of_the_queries():

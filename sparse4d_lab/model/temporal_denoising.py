@@ -36,6 +36,8 @@ def _groups(x: Tensor, num_groups: int) -> Tensor:
 
 def instance_index(ids: Tensor, gt_ids: Tensor) -> Tensor:
     """Index in ``gt_ids [M]`` of each instance id in ``ids [N]``; -1 where it is not there (left, or padding)."""
+    if len(gt_ids) == 0:  # a frame without objects: every instance has left (argmax has nothing to reduce)
+        return torch.full_like(ids, -1)
     present = (ids[:, None] == gt_ids.to(ids.device)[None, :]) & (ids[:, None] >= 0)
     return torch.where(present.any(-1), present.float().argmax(-1), -1)
 
