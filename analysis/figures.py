@@ -150,8 +150,13 @@ def pr_curves(runs: Runs, artifacts: Artifacts) -> plt.Figure:
 
 
 def training_curves(runs: Runs, artifacts: Artifacts) -> plt.Figure:
-    """Training loss and validation mAP against the step, one curve per arm, band over seeds."""
-    panels = (("train/loss", "training loss"), ("val/mAP", "validation mAP"))
+    """Training loss, validation mAP and the unmatched queries' mean class score (the bug's inflation, epoch by
+    epoch) against the step, one curve per arm, band over seeds."""
+    panels = (
+        ("train/loss", "training loss"),
+        ("val/mAP", "validation mAP"),
+        ("val/unmatched_score_mean", "unmatched-query class score"),
+    )
     rows = []
     for run in runs:
         for key, title in panels:
@@ -162,7 +167,7 @@ def training_curves(runs: Runs, artifacts: Artifacts) -> plt.Figure:
     if not rows:
         raise MissingData("no run has a train/loss or val/mAP history")
     data = pd.DataFrame(rows)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+    fig, axes = plt.subplots(1, len(panels), figsize=(15, 3.4), layout="constrained")
     for i, (ax, (_, title)) in enumerate(zip(axes, panels, strict=True)):
         sel = data[data["panel"] == title]
         if len(sel):

@@ -131,6 +131,27 @@ def test_model_configs_equal_their_presets_and_build(name, preset, tmp_path):
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
+@pytest.mark.parametrize(("init", "lr", "backbone_lr_mult"), [("pretrained", 1e-4, 0.25), ("scratch", 1e-3, 0.5)])
+def test_init_brings_its_schedule(init, lr, backbone_lr_mult, tmp_path):
+    """Fine-tuning follows TAO's experiment spec (AdamW 1e-4, backbone 0.25x); from scratch, Sparse4D's 1e-3, 0.5x."""
+    cfg = compose_cfg([f"init={init}"], tmp_path)
+    assert cfg.init.mode == init and (cfg.optim.lr, cfg.optim.backbone_lr_mult) == (lr, backbone_lr_mult)
+    assert cfg.trainer.max_epochs == 4 and cfg.train.batch_size == 2  # the study's budget either way
+    assert cfg.data.warehouse.seed == 0
+
+
+def test_pretrain_composes_on_the_source_domain_and_debug_still_shortens_it(tmp_path):
+    with initialize_config_module("experiments.conf", version_base="1.3"):
+        cfg = compose("pretrain", return_hydra_config=True)
+        smoke = compose("pretrain", overrides=["debug=smoke"])
+    target = compose_cfg([], tmp_path).data.warehouse
+    source = cfg.data.warehouse
+    assert source.seed != target.seed and source.scenes.train > target.scenes.train
+    assert source.camera_height[0] < target.camera_height[0] and source.camera_height[1] > target.camera_height[1]
+    assert cfg.init.mode == "scratch" and cfg.loss.arm == "focal_onehot" and cfg.train.batch_size == 2
+    assert smoke.trainer.limit_train_batches == 4 and smoke.data.warehouse.scenes.train == 2
+
+
 @pytest.mark.parametrize("trainer", names("trainer"))
 def test_trainer_configs_compose(trainer, tmp_path):
     cfg = compose_cfg([f"trainer={trainer}"], tmp_path)

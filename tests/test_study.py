@@ -1,5 +1,7 @@
 """End to end: the user's command on smoke data, in a temporary folder (slow: CI runs each once)."""
 
+import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -23,9 +25,9 @@ def env_of(cwd: Path) -> dict[str, str]:
     return env
 
 
-def start(cwd: Path, *overrides: str) -> subprocess.Popen:
+def start(cwd: Path, *overrides: str, module: str = "experiments.run") -> subprocess.Popen:
     """The user's command in the background (to run beside another, or to interrupt); output in ``../<n>.log``."""
-    command = [sys.executable, "-m", "experiments.run", *overrides]
+    command = [sys.executable, "-m", module, *overrides]
     with open(cwd.parent / f"{len(list(cwd.parent.glob('*.log')))}.log", "w") as log:
         return subprocess.Popen(
             command,
@@ -39,9 +41,9 @@ def start(cwd: Path, *overrides: str) -> subprocess.Popen:
         )
 
 
-def run(cwd: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+def run(cwd: Path, *overrides: str, check: bool = True, module: str = "experiments.run") -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.run", *overrides], cwd=cwd, env=env_of(cwd), capture_output=True, text=True
+        [sys.executable, "-m", module, *overrides], cwd=cwd, env=env_of(cwd), capture_output=True, text=True
     )
     if check and result.returncode != 0:
         raise AssertionError(result.stdout[-3000:] + result.stderr[-5000:])
@@ -136,6 +138,38 @@ def test_killed_job_resumes_into_the_same_run(workdir):
     # One validation per epoch, none repeated: the resumed run went on from the checkpoint, not from the start.
     steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "val/mAP")]
     assert len(steps) == len(set(steps)) == 4
+
+
+def kill_after_first_checkpoint(proc: subprocess.Popen, workdir: Path) -> None:
+    deadline = time.time() + 300
+    while not list(workdir.glob("checkpoints/*/last.ckpt")) and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the command ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_killed_pretrain_resumes_into_its_run_and_writes_its_base(workdir):
+    overrides = ["debug=smoke", "trainer.max_epochs=3", "trainer.limit_train_batches=2", "logger.log_checkpoint=false"]
+    kill_after_first_checkpoint(start(workdir, *overrides, module="experiments.pretrain"), workdir)
+    client, exp = store(workdir)
+    [killed] = client.search_runs([exp], "tags.kind = 'pretrain'")
+    assert killed.info.status == "RUNNING" and not (workdir / "bases" / "tiny.pt").exists()
+    out = run(workdir, *overrides, module="experiments.pretrain")
+    [done] = client.search_runs([exp], "tags.kind = 'pretrain'")
+    assert done.info.run_id == killed.info.run_id and done.info.status == "FINISHED"
+    assert "Restoring states from the checkpoint" in out.stdout + out.stderr
+    weights = workdir / "bases" / "tiny.pt"
+    record = json.loads(weights.with_suffix(".json").read_text())
+    assert record["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert record["mlflow_run_id"] == done.info.run_id and record["steps"] == 6 and record["epochs"] == 3
+    history = client.get_metric_history(done.info.run_id, "val/mAP")
+    assert sorted({m.step for m in history}) == [s for s, _ in record["curves"]["val/mAP"]][-3:]
+    assert record["command"] == "python -m experiments.pretrain " + " ".join(overrides)
+    # The base is the run's last weights; a study's job fine-tunes from it.
+    run(workdir, "debug=smoke", "trainer.max_epochs=1", f"init.path={weights}")
+    [job] = jobs(client, exp)
+    assert job.data.tags["init"] == "pretrained" and job.data.tags["init_sha256"] == record["sha256"]
 
 
 def test_same_config_and_seed_give_the_same_metrics(workdir):
