@@ -32,9 +32,14 @@ SHOWN = (
     "test/fp_per_frame_0.3",
     "test/unmatched_score_mean",
     "test/mAP",
+    "test/NDS",
     "test/IDF1",
+    "test/HOTA",
     "test/id_switches",
+    "test/spurious_tracks",
     "test/ids_best_mota",
+    "test/gini",
+    "train_time_s",
 )
 
 
@@ -51,20 +56,20 @@ def per_arm(uri: str, study: str) -> tuple[str, dict[str, dict[int, dict[str, fl
 
 
 def report(baseline: str, arms: dict[str, dict[int, dict[str, float]]]) -> None:
+    base = arms.get(baseline, {})
     for key in SHOWN:
         print(f"\n{key}")
-        base = arms.get(baseline, {})
         for arm, seeds in sorted(arms.items(), key=lambda kv: kv[0] != baseline):
-            values = np.array([seeds[s][key] for s in sorted(seeds)])
+            values = np.array([seeds[s].get(key, np.nan) for s in sorted(seeds)])  # NaN: undefined in that seed
             spread = values.std(ddof=1) if len(values) > 1 else 0.0
             line = f"  {arm:16s} n={len(values)}  {values.mean():8.3f} +- {spread:.3f}"
             paired = sorted(set(seeds) & set(base))
             if arm != baseline and len(paired) > 1:
-                diff = np.array([seeds[s][key] - base[s][key] for s in paired])
-                base_mean = np.array([base[s][key] for s in paired]).mean()
-                ratio = f"{base_mean / values.mean():.1f}x" if values.mean() else "inf (arm mean 0)"
-                p = stats.ttest_rel([base[s][key] for s in paired], [seeds[s][key] for s in paired]).pvalue
-                line += f"  diff {diff.mean():+.3f}  baseline/arm {ratio}  paired t p={p:.2g}"
+                mine = np.array([seeds[s].get(key, np.nan) for s in paired])
+                theirs = np.array([base[s].get(key, np.nan) for s in paired])
+                ratio = f"{theirs.mean() / mine.mean():.1f}x" if mine.mean() else "inf (arm mean 0)"
+                p = stats.ttest_rel(theirs, mine).pvalue
+                line += f"  diff {(mine - theirs).mean():+.3f}  baseline/arm {ratio}  paired t p={p:.2g}"
             print(line)
 
 

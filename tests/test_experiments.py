@@ -148,7 +148,7 @@ def test_pretrain_composes_on_the_source_domain_and_debug_still_shortens_it(tmp_
     source = cfg.data.warehouse
     assert source.seed != target.seed and source.scenes.train > target.scenes.train
     assert source.camera_height[0] < target.camera_height[0] and source.camera_height[1] > target.camera_height[1]
-    assert cfg.init.mode == "scratch" and cfg.loss.arm == "focal_onehot" and cfg.train.batch_size == 2
+    assert cfg.init.mode == "scratch" and cfg.loss.arm == "focal_onehot" and cfg.train.batch_size == 8
     assert smoke.trainer.limit_train_batches == 4 and smoke.data.warehouse.scenes.train == 2
 
 
