@@ -132,7 +132,8 @@ def _load(path: Path) -> SceneData:
     return SceneData(name=str(arrays.pop("name")), **arrays)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -148,7 +149,7 @@ def _verify(root: Path, cfg: WarehouseConfig) -> bool:
             return False
         expected = {f"{s}_{i:04d}.npz" for s, n in cfg.scenes.items() for i in range(n)}
         files = manifest["files"]
-        return set(files) == expected and all(_sha256(root / name) == digest for name, digest in files.items())
+        return set(files) == expected and all(file_sha256(root / name) == digest for name, digest in files.items())
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -156,7 +157,7 @@ def _verify(root: Path, cfg: WarehouseConfig) -> bool:
 def _build_one(cfg: WarehouseConfig, split: str, index: int, folder: Path) -> tuple[str, str]:
     name = f"{split}_{index:04d}.npz"
     _save(render_scene(cfg, split, index), folder / name)
-    return name, _sha256(folder / name)
+    return name, file_sha256(folder / name)
 
 
 def _build_parallel(cfg: WarehouseConfig, jobs: list[tuple[str, int]], folder: Path, workers: int | None):

@@ -9,7 +9,6 @@ number of logits) differ from the base's: those keep their fresh initialisation,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -22,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.config import ConfigError
+from ..data.synthetic import file_sha256
 from .config import ModelConfig
 
 # ModelConfig fields that shape the weights or give them their meaning (input normalisation, key-point layout).
@@ -73,14 +73,6 @@ class LoadReport:
         return "; ".join(parts)
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def provenance_path(weights: str | Path) -> Path:
     return Path(weights).with_suffix(".json")
 
@@ -93,7 +85,7 @@ def save_base(state: Mapping[str, Tensor], weights: str | Path, provenance: dict
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     tmp = weights.with_name(weights.name + ".tmp")
     torch.save(state, tmp)
-    record = {**provenance, "weights": weights.name, "sha256": sha256(tmp), "bytes": tmp.stat().st_size}
+    record = {**provenance, "weights": weights.name, "sha256": file_sha256(tmp), "bytes": tmp.stat().st_size}
     os.replace(tmp, weights)
     json_tmp = provenance_path(weights).with_suffix(".json.tmp")
     json_tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
@@ -147,7 +139,7 @@ def load_base(model: nn.Module, weights: str | Path, config: ModelConfig, classe
     weights = Path(weights)
     record = read_provenance(weights)
     check_fits(record, config, weights)
-    digest = sha256(weights)
+    digest = file_sha256(weights)
     if digest != record["sha256"]:
         raise ConfigError(
             f"init.path: {weights} has sha256 {digest}, its provenance {provenance_path(weights).name} says "
