@@ -125,10 +125,13 @@ def build_components(cfg: DictConfig) -> tuple[SceneDataModule, Sparse4DModule]:
             diversity_weight=paq.diversity_weight,
         )
     model = Sparse4D(model_cfg, num_classes, scheme.num_logits, scheme.scores, query_generator=generator)
-    model.set_anchors(anchors_from_gt(train.gt_boxes(), train.gt_labels(), model_cfg.num_anchor, seed=int(cfg.seed)))
     base = base_path(cfg)
-    report = load_base(model, base, model_cfg, datamodule.classes) if base is not None else None
-    if report is not None:
+    report = None
+    if base is None:
+        anchors = anchors_from_gt(train.gt_boxes(), train.gt_labels(), model_cfg.num_anchor, seed=int(cfg.seed))
+        model.set_anchors(anchors)
+    else:  # the base's anchors come with its weights
+        report = load_base(model, base, model_cfg, datamodule.classes)
         log.info("init: %s", report.summary())
     criterion = Sparse4DCriterion(
         scheme,

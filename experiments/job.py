@@ -196,7 +196,7 @@ def init_tags(module: Sparse4DModule) -> dict[str, str]:
         "init_sha256": report.sha256,
         "init_loaded": str(len(report.loaded)),
         "init_reinitialised": report.reason or "none",
-        "init_fresh": ", ".join(sorted({k.split(".")[0] for k in report.new})) or "none",
+        "init_fresh": ", ".join(report.fresh_parts) or "none",
     }
 
 

@@ -57,7 +57,9 @@ def curves(mlflow, run_id: str) -> dict[str, list[list[float]]]:
     return out
 
 
-def provenance(cfg: DictConfig, run, checkpoint: dict[str, Any], identity: dict, job_hash: str) -> dict[str, Any]:
+def provenance(
+    cfg: DictConfig, mlflow, run, checkpoint: dict[str, Any], identity: dict, job_hash: str
+) -> dict[str, Any]:
     """Everything a reader of the base needs to trust and reproduce it."""
     from hydra.core.hydra_config import HydraConfig
 
@@ -88,7 +90,7 @@ def provenance(cfg: DictConfig, run, checkpoint: dict[str, Any], identity: dict,
         "train_time_s": metrics.get("train_time_s"),
         "source_val": {k.split("/")[1]: metrics.get(k) for k in CURVES},
         "source_test": {k: metrics.get(f"test/{k}") for k in ("mAP", "NDS")},
-        "curves": curves(tracking.client(tracking.tracking_uri(cfg.logger.tracking_uri)), run.info.run_id),
+        "curves": curves(mlflow, run.info.run_id),
     }
 
 
@@ -107,7 +109,7 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
         raise RuntimeError(f"pretrain {job_hash}: the run did not complete (see its MLflow run); re-run to resume")
     checkpoint = torch.load(last, map_location="cpu", weights_only=True)
     state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-    record = save_base(state, weights, provenance(cfg, runs[0], checkpoint, identity, job_hash))
+    record = save_base(state, weights, provenance(cfg, mlflow, runs[0], checkpoint, identity, job_hash))
     log.info("base written: %s (%d bytes, sha256 %s)", weights, record["bytes"], record["sha256"])
     for key, points in record["curves"].items():
         log.info("%s against steps: %s", key, ", ".join(f"{s}: {v:.3f}" for s, v in points))

@@ -63,13 +63,18 @@ class LoadReport:
     new: tuple[str, ...]
     reason: str  # why the classification branches were re-initialised, or ""
 
+    @property
+    def fresh_parts(self) -> list[str]:
+        """Top-level modules with tensors the base lacks (e.g. PaQ's ``query_generator``)."""
+        return sorted({k.split(".")[0] for k in self.new})
+
     def summary(self) -> str:
         parts = [f"loaded {len(self.loaded)} tensors from {self.path}"]
         if self.reinitialised:
             count = len(self.reinitialised)
             parts.append(f"re-initialised the classification branches ({count} tensors: {self.reason})")
         if self.new:
-            parts.append(f"fresh, not in the base: {', '.join(sorted({k.split('.')[0] for k in self.new}))}")
+            parts.append(f"fresh, not in the base: {', '.join(self.fresh_parts)}")
         return "; ".join(parts)
 
 
