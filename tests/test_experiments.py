@@ -123,10 +123,12 @@ def test_an_arm_replaces_the_loss_config(tmp_path):
 def test_model_configs_equal_their_presets_and_build(name, preset, tmp_path):
     file = ModelConfig(**OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{name}.yaml")))
     assert dataclasses.asdict(file) == dataclasses.asdict(preset())
-    # A job's model is the preset with its semantics profile's rules (tao by default).
+    # A job's model is the preset with its semantics profile's rules (tao by default), fine-tuned with the
+    # backbone's norms frozen (init=pretrained).
     cfg = compose_cfg([f"model={name}"], tmp_path)
     config = ModelConfig(**OmegaConf.to_container(cfg.model))
-    assert dataclasses.asdict(config) == dataclasses.asdict(preset(**profile("tao")["model"]))
+    expected = preset(**profile("tao")["model"], freeze_backbone_norm=True)
+    assert dataclasses.asdict(config) == dataclasses.asdict(expected)
     model = Sparse4D(config)
     assert sum(p.numel() for p in model.parameters()) > 0
 
@@ -138,6 +140,7 @@ def test_init_brings_its_schedule(init, lr, backbone_lr_mult, tmp_path):
     assert cfg.init.mode == init and (cfg.optim.lr, cfg.optim.backbone_lr_mult) == (lr, backbone_lr_mult)
     assert cfg.trainer.max_epochs == 4 and cfg.train.batch_size == 2  # the study's budget either way
     assert cfg.data.warehouse.seed == 0
+    assert cfg.model.freeze_backbone_norm is (init == "pretrained")  # TAO fixes a pretrained backbone's norms
 
 
 def test_pretrain_composes_on_the_source_domain_and_debug_still_shortens_it(tmp_path):

@@ -402,6 +402,24 @@ def test_backbone_loads_a_local_checkpoint(tmp_path):
         ResNet(18, 8, checkpoint=str(tmp_path / "missing.pth"))
 
 
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_frozen_backbone_norms_keep_their_statistics_and_weights(freeze):
+    """A fine-tune from a base holds the batch norms as loaded (TAO's freeze_norm); the convolutions still learn."""
+    torch.manual_seed(0)
+    backbone = ResNet(18, 4, freeze_norm=freeze).train()
+    norm, conv = backbone.layer2[0].bn1, backbone.layer2[0].conv1
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    optimizer = torch.optim.SGD([p for p in backbone.parameters() if p.requires_grad], lr=0.1)
+    sum(out.square().mean() for out in backbone(torch.rand(2, 3, 64, 64))).backward()
+    optimizer.step()
+    after = backbone.state_dict()
+    assert norm.training is not freeze
+    assert not torch.equal(after["layer2.0.conv1.weight"], before["layer2.0.conv1.weight"])
+    for key in ("layer2.0.bn1.running_mean", "layer2.0.bn1.running_var", "layer2.0.bn1.weight", "layer2.0.bn1.bias"):
+        assert torch.equal(after[key], before[key]) is freeze, key
+    assert (norm.weight.grad is None) is freeze and conv.weight.grad is not None
+
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [

@@ -2,6 +2,8 @@
 
 Module names follow torchvision's layout, so a local torchvision-style checkpoint loads as is (``fc`` is dropped).
 ``base_channels`` scales every stage: 64 is the standard network, 16 the quarter-width CPU default.
+``freeze_norm`` holds every batch norm at its loaded statistics and affine weights, as TAO's Sparse4D does with its
+pretrained backbone: a fine-tune's few images per batch would otherwise re-estimate them noisily.
 """
 
 from __future__ import annotations
@@ -74,8 +76,11 @@ ARCHS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, int, int,
 class ResNet(nn.Module):
     """Returns the four stage outputs (strides 4, 8, 16, 32) for the FPN."""
 
-    def __init__(self, depth: int = 18, base_channels: int = 64, checkpoint: str | None = None):
+    def __init__(
+        self, depth: int = 18, base_channels: int = 64, checkpoint: str | None = None, freeze_norm: bool = False
+    ):
         super().__init__()
+        self.freeze_norm = freeze_norm
         block, counts = ARCHS[depth]
         self.conv1 = nn.Conv2d(3, base_channels, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(base_channels)
@@ -97,6 +102,19 @@ class ResNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)
+        for norm in self.norms():
+            norm.requires_grad_(not freeze_norm)
+
+    def norms(self) -> list[nn.BatchNorm2d]:
+        return [m for m in self.modules() if isinstance(m, nn.BatchNorm2d)]
+
+    def train(self, mode: bool = True) -> ResNet:
+        """Frozen norms stay in evaluation mode (running statistics, no update) while the rest trains."""
+        super().train(mode)
+        if self.freeze_norm:
+            for norm in self.norms():
+                norm.eval()
+        return self
 
     def load_checkpoint(self, path: str) -> None:
         """Load a local torchvision-layout state dict (optionally nested under ``state_dict``); the classifier is

@@ -25,6 +25,7 @@ class ModelConfig:
     depth: int = 18
     base_channels: int = 16  # width of the stem and first stage; 64 is the standard ResNet
     backbone_checkpoint: str | None = None  # local torchvision-layout ResNet state dict, loaded if given
+    freeze_backbone_norm: bool = False  # batch norms fixed at their loaded values (TAO, from pretrained weights)
     neck_start_level: int = 1  # first backbone stage fed to the FPN (0 = stride 4)
     num_levels: int = 3  # FPN outputs; beyond the backbone's stages, extra stride-2 convs on the last output
     grid_mask_prob: float = 0.0  # GridMask augmentation during training (upstream and TAO: 0.7)

@@ -63,7 +63,7 @@ class Sparse4D(nn.Module):
         self.query_generator = query_generator
         D = cfg.embed_dims
 
-        self.backbone = ResNet(cfg.depth, cfg.base_channels, cfg.backbone_checkpoint)
+        self.backbone = ResNet(cfg.depth, cfg.base_channels, cfg.backbone_checkpoint, cfg.freeze_backbone_norm)
         self.neck = FPN(self.backbone.out_channels, D, cfg.num_levels, cfg.neck_start_level)
         self.grid_mask = GridMask(cfg.grid_mask_prob)
         self.register_buffer("image_mean", torch.tensor(cfg.image_mean).view(3, 1, 1), persistent=False)
