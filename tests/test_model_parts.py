@@ -402,7 +402,6 @@ def test_backbone_loads_a_local_checkpoint(tmp_path):
         ResNet(18, 8, checkpoint=str(tmp_path / "missing.pth"))
 
 
-
 @pytest.mark.parametrize("freeze", [False, True])
 def test_frozen_backbone_norms_keep_their_statistics_and_weights(freeze):
     """A fine-tune from a base holds the batch norms as loaded (TAO's freeze_norm); the convolutions still learn."""
@@ -419,6 +418,7 @@ def test_frozen_backbone_norms_keep_their_statistics_and_weights(freeze):
     for key in ("layer2.0.bn1.running_mean", "layer2.0.bn1.running_var", "layer2.0.bn1.weight", "layer2.0.bn1.bias"):
         assert torch.equal(after[key], before[key]) is freeze, key
     assert (norm.weight.grad is None) is freeze and conv.weight.grad is not None
+
 
 @pytest.mark.parametrize(
     ("overrides", "field"),
