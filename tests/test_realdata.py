@@ -29,6 +29,7 @@ from sparse4d_lab.data import (
     render_scene,
 )
 from sparse4d_lab.data.__main__ import main as data_cli
+from sparse4d_lab.data.calibration import decompose_camera_matrix
 from sparse4d_lab.data.export import export_mtmc, export_ovpkl
 from sparse4d_lab.data.mtmc import boxes_from_mtmc, boxes_to_mtmc
 from sparse4d_lab.data.render import make_camera, render_background, render_frame
@@ -286,6 +287,68 @@ def test_mtmc_bad_input_is_refused_or_skipped_with_counts(scenes, mtmc_root, tmp
     (videos / "Camera_01.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(3000))
     with pytest.raises(DataError, match=r"Camera_01\.mp4: not a readable video"):
         mtmc(root, tmp_path, splits={"train": "train"}).scenes("train")
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.7, -0.02])
+def test_a_camera_matrix_splits_into_its_intrinsics_and_a_proper_rotation(scale):
+    """AI City 2026 gives only K [R | t] (at any scale): recovered exactly, and every pixel reprojects."""
+    from scipy.spatial.transform import Rotation
+
+    k = np.array([[912.5, 0.8, 641.0], [0.0, 905.0, 362.5], [0.0, 0.0, 1.0]])
+    r = Rotation.from_euler("xyz", [-112.0, 8.0, 37.0], degrees=True).as_matrix()
+    t = np.array([0.7, 1.9, 6.2])
+    got_k, extrinsic = decompose_camera_matrix(scale * k @ np.hstack([r, t[:, None]]))
+    np.testing.assert_allclose(got_k, k, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(extrinsic[:3, :3], r, atol=1e-12)
+    np.testing.assert_allclose(extrinsic[:3, 3], t, atol=1e-10)
+    assert np.linalg.det(extrinsic[:3, :3]) == pytest.approx(1.0, abs=1e-12)
+    points = np.random.default_rng(0).uniform(-5, 5, (50, 3))
+    expected = (k @ (points @ r.T + t).T).T
+    got = (got_k @ (extrinsic[:3] @ np.hstack([points, np.ones((50, 1))]).T)).T
+    np.testing.assert_allclose(got[:, :2] / got[:, 2:], expected[:, :2] / expected[:, 2:], atol=1e-9)
+    with pytest.raises(DataError, match="singular"):
+        decompose_camera_matrix(np.hstack([np.ones((3, 3)), t[:, None]]))
+
+
+def test_mtmc_2026_scenes_with_only_a_camera_matrix_and_pallet_trucks(scenes, mtmc_root, tmp_path):
+    root = copy_scene(mtmc_root, tmp_path)
+    calibration = root / "train" / "train_0000" / "calibration.json"
+    data = json.loads(calibration.read_text())
+    for sensor in data["sensors"]:
+        del sensor["intrinsicMatrix"], sensor["extrinsicMatrix"]
+    calibration.write_text(json.dumps(data))
+
+    def add_pallet_truck(gt):
+        truck = {**gt["0"][0], "object type": "PalletTruck", "object id": 999}
+        return {**gt, "0": [*gt["0"], truck]}
+
+    edit_ground_truth(root, add_pallet_truck)
+    source = mtmc(root, tmp_path, splits={"train": "train"})
+    got, ref = source.scenes("train")[0], scenes["train"]
+    assert_same_cameras(got, ref)
+    assert_same_boxes(got, ref, velocity_rows=rows_with_next(ref))  # the truck is dropped by the class map
+    assert source.reports["train_0000"].dropped_classes["PalletTruck"] == 1
+    for sensor in data["sensors"]:
+        del sensor["cameraMatrix"]
+    calibration.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"calibration\.json sensor 0 \(Camera\): has neither"):
+        mtmc(root, tmp_path, splits={"train": "train"}).scenes("train")
+
+
+def test_mtmc_scene_files_that_cannot_be_read_are_named(mtmc_root, tmp_path):
+    root = copy_scene(mtmc_root, tmp_path)
+    shutil.copytree(root / "train" / "train_0000", root / "train" / "train_0001")
+    # A scene without its calibration beside an intact one: refused, naming the file, not passed over.
+    (root / "train" / "train_0001" / "calibration.json").unlink()
+    with pytest.raises(DataError, match=r"train_0001/calibration\.json is missing"):
+        mtmc(root, tmp_path, splits={"train": "train"}).scenes("train")
+    shutil.rmtree(root / "train" / "train_0001")
+    for name in ("ground_truth.json", "calibration.json"):
+        path = root / "train" / "train_0000" / name
+        path.write_bytes(b'{"0": "caf\xe9"}')  # Latin-1, not UTF-8
+        with pytest.raises(DataError, match=rf"{name}: not UTF-8 text"):
+            mtmc(root, tmp_path / name, splits={"train": "train"}).scenes("train")
+        shutil.copy(mtmc_root / "train" / "train_0000" / name, path)
 
 
 def test_mtmc_ground_truth_variants(scenes, mtmc_root, tmp_path):

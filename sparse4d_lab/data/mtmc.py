@@ -5,7 +5,8 @@ A scene folder holds ``videos/<camera>.mp4``, ``calibration.json``, ``ground_tru
 
 * calibration: ``{"sensors": [{"type": "camera", "id", "intrinsicMatrix" 3x3, "extrinsicMatrix" 3x4 world ->
   camera (OpenCV axes), "attributes": [{"name": "fps" | "frameWidth" | "frameHeight" | ..., "value": str}]}]}``;
-  the projection is ``K4 @ [E; 0 0 0 1]``.
+  the projection is ``K4 @ [E; 0 0 0 1]``. AI City 2026's real scenes give only ``cameraMatrix`` (3x4), split into
+  both (``calibration.py``).
 * ground truth: ``{"<frame>": [{"object type", "object id", "3d location" (box centre), "3d bounding box scale"
   [w, l, h], "3d bounding box rotation" [pitch, roll, yaw], "2d bounding box visible" {camera: [x1, y1, x2,
   y2]}}]}``; keys may use underscores for spaces. ``w`` spans the object's x axis, ``l`` its y axis, and the
@@ -32,10 +33,10 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from .calibration import CameraCalibration, read_calibration
 from .config import ConfigError
 from .media import CameraFrames, ImageFrames, MediaError, VideoFrames, probe_video
 from .real import (
@@ -54,8 +55,10 @@ from .synthetic import SceneData, default_cache_dir
 log = logging.getLogger(__name__)
 
 GT_FORMAT = 1  # bump when the parsed ground-truth cache changes
-# The "object type" names of the ground truth, in the order of the AI City 2025 class ids.
-MTMC_CLASSES: tuple[str, ...] = ("Person", "Forklift", "NovaCarter", "Transporter", "FourierGR1T2", "AgilityDigit")
+# The "object type" names of the ground truth, in the order of the AI City class ids (PalletTruck: 2026 only).
+MTMC_CLASSES: tuple[str, ...] = (
+    "Person", "Forklift", "NovaCarter", "Transporter", "FourierGR1T2", "AgilityDigit", "PalletTruck",
+)  # fmt: skip
 DEPTH_KEY = "distance_to_image_plane_{frame:05d}.png"
 
 
@@ -75,62 +78,6 @@ def boxes_to_mtmc(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     """Project boxes ``[K, >=7]`` -> MTMC (centre, scale [w, l, h], yaw): the inverse of ``boxes_from_mtmc``."""
     boxes = np.atleast_2d(np.asarray(boxes, float))
     return boxes[:, :3], boxes[:, [4, 3, 5]], wrap_angle(boxes[:, 6] + math.pi / 2)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Calibration
-# ----------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CameraCalibration:
-    intrinsic: np.ndarray  # [3, 3]
-    extrinsic: np.ndarray  # [4, 4] world -> camera
-    frame_wh: tuple[int, int] | None  # (W, H) the intrinsics refer to, if the file says
-    fps: float | None
-
-
-def _matrix(value: Any, shape: tuple[int, int], where: str) -> np.ndarray:
-    try:
-        m = np.asarray(value, dtype=float).reshape(shape)
-    except (TypeError, ValueError) as err:
-        raise DataError(f"{where}: expected a {shape[0]}x{shape[1]} matrix, got {value!r:.80}") from err
-    if not np.isfinite(m).all():
-        raise DataError(f"{where}: holds NaN or infinite values")
-    return m
-
-
-def read_calibration(path: Path) -> dict[str, CameraCalibration]:
-    """Camera id -> calibration, in file order; every camera sensor must have both matrices."""
-    try:
-        sensors = json.loads(path.read_text())["sensors"]
-    except FileNotFoundError:
-        raise DataError(f"{path} is missing: every MTMC scene needs its calibration.json") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise DataError(f"{path}: not an MTMC calibration ({err}); expected {{'sensors': [...]}}") from err
-    cameras: dict[str, CameraCalibration] = {}
-    for i, sensor in enumerate(sensors):
-        if str(sensor.get("type", "camera")).lower() != "camera":
-            continue
-        where = f"{path} sensor {i} ({sensor.get('id', '?')})"
-        for key in ("id", "intrinsicMatrix", "extrinsicMatrix"):
-            if key not in sensor:
-                raise DataError(f"{where}: has no '{key}'")
-        extrinsic = np.eye(4)
-        extrinsic[:3] = _matrix(sensor["extrinsicMatrix"], (3, 4), f"{where} extrinsicMatrix")
-        attributes = {a.get("name"): a.get("value") for a in sensor.get("attributes", []) if isinstance(a, dict)}
-        try:
-            width, height = attributes.get("frameWidth"), attributes.get("frameHeight")
-            frame_wh = (int(float(width)), int(float(height))) if width and height else None
-            fps = float(attributes["fps"]) if attributes.get("fps") else None
-        except (TypeError, ValueError) as err:
-            raise DataError(f"{where}: attribute frameWidth/frameHeight/fps is not a number ({err})") from err
-        cameras[str(sensor["id"])] = CameraCalibration(
-            _matrix(sensor["intrinsicMatrix"], (3, 3), f"{where} intrinsicMatrix"), extrinsic, frame_wh, fps
-        )
-    if not cameras:
-        raise DataError(f"{path}: lists no camera sensor")
-    return cameras
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -167,7 +114,9 @@ class GroundTruth:
 def parse_ground_truth(path: Path) -> GroundTruth:
     """Every object of a ground_truth.json as arrays (no cache; see ``read_ground_truth``)."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text ({err}); save the ground truth as UTF-8 JSON") from None
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON ({err})") from err
     if not isinstance(data, dict):
@@ -387,6 +336,10 @@ def _objects(
     )
 
 
+def is_scene(path: Path) -> bool:
+    return any((path / name).exists() for name in ("calibration.json", "ground_truth.json", "videos"))
+
+
 class MtmcSource:
     """The splits of an MTMC_Tracking_2025 folder as SceneData lists (see ``SceneDataModule``)."""
 
@@ -400,7 +353,9 @@ class MtmcSource:
         return self.config.classes
 
     def scene_dirs(self, split: str) -> list[Path]:
-        return split_entries(self.root, split, self.config, lambda p: (p / "calibration.json").is_file(), "*")
+        """Every folder that looks like a scene (a calibration, ground truth or videos/): one that lacks a file it
+        needs fails when it loads, naming the file, rather than being passed over."""
+        return split_entries(self.root, split, self.config, is_scene, "*")
 
     def prepare(self) -> None:
         """Parse (and cache) every scene's ground truth once, before training starts."""

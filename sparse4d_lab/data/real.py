@@ -37,6 +37,7 @@ DEFAULT_CLASS_MAP: dict[str, str | None] = {
     "NovaCarter": "nova_carter",
     "Forklift": None,
     "Transporter": None,
+    "PalletTruck": None,  # AI City 2026
 }
 
 

@@ -1,9 +1,10 @@
 """AI City 2025 track 1 (multi-camera 3D tracking): the submission file and its 3D HOTA.
 
 A submission (``track1.txt``) holds one box per line: ``scene_id class_id object_id frame_id x y z width length
-height yaw``, with class ids Person 0, Forklift 1, NovaCarter 2, Transporter 3, FourierGR1T2 4, AgilityDigit 5,
-object ids positive and unique per scene and class, frame ids zero-based, the box as in the MTMC ground truth
-(centre, width along the object's x axis, length along its y axis, yaw in radians; see ``data.mtmc``).
+height yaw``, with class ids Person 0, Forklift 1, NovaCarter 2, Transporter 3, FourierGR1T2 4, AgilityDigit 5
+(PalletTruck 6 in AI City 2026), object ids positive and unique per scene and class, frame ids zero-based, the box
+as in the MTMC ground truth (centre, width along the object's x axis, length along its y axis, yaw in radians; see
+``data.mtmc``).
 
 The challenge scores 3D HOTA: TrackEval's HOTA per (scene, class) sequence with the 3D IoU of the boxes as the
 similarity, the sequences combined as TrackEval combines them. ``evaluate_aicity`` reports it combined over every
