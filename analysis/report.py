@@ -158,10 +158,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def missing_store(uri: str) -> Path | None:
+    """The local file or folder a ``sqlite:///`` or ``file:`` URI (or a bare path) names, if it does not exist."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+    elif uri.startswith("file:"):
+        path = Path(uri.removeprefix("file:").removeprefix("//"))
+    elif "://" not in uri:
+        path = Path(uri)
+    else:
+        return None
+    return None if path.exists() else path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    missing = missing_store(args.tracking_uri)
+    if missing is not None:  # MLflow would create an empty store there and report that it holds no study
+        parser.error(
+            f"--tracking-uri {args.tracking_uri}: no MLflow store at {missing.resolve()}; point it at the store "
+            "the study logged to (e.g. sqlite:////abs/path/mlflow.db, or the server's http:// address)"
+        )
     mlflow = MlflowClient(tracking_uri=args.tracking_uri)
     try:
         selection = select(mlflow, args)

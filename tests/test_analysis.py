@@ -431,6 +431,15 @@ def test_bad_input_names_the_argument(store, tmp_path, capsys, argv, message):
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("uri", ["sqlite:///{}/nope.db", "file://{}/mlruns", "{}/mlruns"])
+def test_a_store_that_does_not_exist_is_named_and_not_created(tmp_path, capsys, uri):
+    uri = uri.format(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        report.main(["--tracking-uri", uri, "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and "no MLflow store at" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_a_study_without_job_runs_is_an_error_for_the_cli_but_not_for_the_study_end(store, tmp_path):
     mlflow = store["mlflow"]
     parent = add_study(mlflow, mlflow.create_experiment("elsewhere"), "empty", [BASE], [0], BASE)

@@ -1,5 +1,6 @@
 """Real-data readers on real files: the synthetic warehouse exported as MTMC scenes and OVPKL pickles, read back."""
 
+import io
 import json
 import logging
 import math
@@ -33,7 +34,7 @@ from sparse4d_lab.data.calibration import decompose_camera_matrix
 from sparse4d_lab.data.export import export_mtmc, export_ovpkl
 from sparse4d_lab.data.mtmc import boxes_from_mtmc, boxes_to_mtmc
 from sparse4d_lab.data.render import make_camera, render_background, render_frame
-from sparse4d_lab.data.safe_pickle import UnsafePickleError, safe_load
+from sparse4d_lab.data.safe_pickle import UnreadablePickleError, UnsafePickleError, safe_load
 from sparse4d_lab.data.scene import make_scene
 
 CFG = WarehouseConfig(
@@ -250,6 +251,27 @@ def test_a_pickle_that_runs_code_is_refused(tmp_path):
     with pytest.raises(UnsafePickleError, match="not plain data"):
         OvpklSource(OvpklConfig(path=str(tmp_path))).scenes("train")
     assert not marker.exists()
+
+
+def test_refused_and_broken_pickles_say_which_file_and_why(tmp_path, capsys):
+    class KeepsSecrets(pickle.Pickler):
+        def persistent_id(self, obj):
+            return "db-handle" if obj == "x" else None
+
+    (tmp_path / "train").mkdir()
+    path = tmp_path / "train" / "hooked_infos_train.pkl"
+    buffer = io.BytesIO()
+    KeepsSecrets(buffer, protocol=2).dump({"metadata": {}, "infos": ["x"]})
+    path.write_bytes(buffer.getvalue())
+    with pytest.raises(UnsafePickleError, match=r"hooked_infos_train\.pkl: refusing .*persistent object 'db-handle'"):
+        safe_load(path)
+    # The preview command says so in one line, as it does for any bad input, instead of a traceback.
+    assert data_cli(["preview", "--ovpkl", str(tmp_path), "--split", "train", "--out", str(tmp_path / "p.png")]) == 2
+    assert "persistent object 'db-handle'" in capsys.readouterr().err
+    for broken in (pickle.dumps({"infos": []})[:-4], b"not a pickle", b"\x80\x02\x82\x01."):
+        path.write_bytes(broken)
+        with pytest.raises(UnreadablePickleError, match=r"hooked_infos_train\.pkl: not a readable pickle"):
+            safe_load(path)
 
 
 @pytest.mark.parametrize("protocol", [2, 4, 5])

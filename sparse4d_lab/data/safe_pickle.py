@@ -32,8 +32,18 @@ ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
 )
 
 
-class UnsafePickleError(pickle.UnpicklingError):
-    """A pickle that asks for something other than plain data; the message names it."""
+class UnsafePickleError(pickle.UnpicklingError, ValueError):
+    """A pickle that asks for something other than plain data; the message names the file and what it asked for."""
+
+
+class UnreadablePickleError(pickle.UnpicklingError, ValueError):
+    """A file that is not a whole pickle (truncated, corrupt, or something else); the message names it."""
+
+
+REFUSAL = (
+    "(only dicts, lists, tuples, strings, numbers and numpy arrays are loaded, because anything else can run code "
+    "while loading). If you made this file yourself, re-save it with plain types only."
+)
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -47,15 +57,31 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if (module, name) not in ALLOWED_GLOBALS:
             raise UnsafePickleError(
                 f"{self.source}: refusing to load: the pickle asks for '{module}.{name}', which is not plain data "
-                "(only dicts, lists, tuples, strings, numbers and numpy arrays are loaded, because anything else "
-                "can run code while loading). If you made this file yourself, re-save it with plain types only."
+                + REFUSAL
             )
         if module.startswith("numpy.core.") and hasattr(np, "_core"):
             module = "numpy._core." + module.removeprefix("numpy.core.")  # numpy 1 pickles, read by numpy 2
         return super().find_class(module, name)
 
+    def persistent_load(self, pid: Any) -> Any:
+        """A persistent id is an object the pickle expects the loader to supply: a hook for code, refused."""
+        raise UnsafePickleError(
+            f"{self.source}: refusing to load: the pickle asks for the persistent object {pid!r:.80} "
+            "(an object its writer kept outside the file) " + REFUSAL
+        )
+
 
 def safe_load(path: str | Path) -> Any:
-    """Unpickle ``path`` allowing numpy arrays and builtin types only (UnsafePickleError otherwise)."""
+    """Unpickle ``path`` allowing numpy arrays and builtin types only (UnsafePickleError otherwise; a file that is
+    no whole pickle raises UnreadablePickleError)."""
     with open(path, "rb") as fh:
-        return _RestrictedUnpickler(fh, str(path)).load()
+        try:
+            return _RestrictedUnpickler(fh, str(path)).load()
+        except UnsafePickleError:
+            raise
+        except (pickle.UnpicklingError, EOFError, ValueError, IndexError, KeyError, TypeError) as err:
+            # e.g. "pickle data was truncated", an unregistered extension code, a stack the opcodes misuse
+            raise UnreadablePickleError(
+                f"{path}: not a readable pickle ({type(err).__name__}: {err}); the file is truncated, corrupt or "
+                "not a pickle: write it again"
+            ) from err
