@@ -1,8 +1,8 @@
 """One job of a study: train one arm with one seed, evaluate it, and keep the MLflow run in step with reality.
 
 Re-running a job whose run FINISHED (and completed its test) skips it; an unfinished run is resumed from the job's
-last checkpoint into the same MLflow run. Any exception marks the run FAILED with the error and returns, so the rest
-of the study goes on; Ctrl-C marks it KILLED.
+newest readable checkpoint into the same MLflow run, exactly (``resume.py``). Any exception marks the run FAILED
+with the error and returns, so the rest of the study goes on; Ctrl-C marks it KILLED.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from . import tracking
 from .build import build_components, validate
 from .callbacks import STUDY_RUN_ENV, study_parent
 from .resources import cpu_ranks, share_cores
+from .resume import RandomStates, logged_steps, new_metrics, readable_checkpoint, record_resume
 
 JOB_RUN_ENV = "SPARSE4D_LAB_JOB_RUN"
 JOB_RESUME_ENV = "SPARSE4D_LAB_JOB_RESUME"
@@ -136,7 +137,6 @@ def train_job(cfg: DictConfig, kind: str = "job") -> dict[str, float] | None:
     mlflow = tracking.client(uri)
     exp_id = tracking.experiment_id(mlflow, cfg.logger.experiment)
     ckpt_dir = Path(cfg.paths.checkpoints) / job_hash
-    last = ckpt_dir / "last.ckpt"
     if process_rank() > 0:  # rank 0 owns the run's status; a worker only trains
         resume = os.environ.get(JOB_RESUME_ENV)
         return fit_and_test(cfg, uri, worker_run(mlflow, exp_id, job_hash), ckpt_dir, Path(resume) if resume else None)
@@ -144,10 +144,14 @@ def train_job(cfg: DictConfig, kind: str = "job") -> dict[str, float] | None:
     if run_id is None:
         log.info("job %s (%s seed %s) already finished: skipped", job_hash, cfg.loss.arm, cfg.seed)
         return None
-    resume_from = last if resumed and last.exists() else None
+    found = readable_checkpoint(ckpt_dir) if resumed else None
+    resume_from = found[0] if found else None
+    if found:
+        record_resume(mlflow, run_id, found[1])
+    logged = logged_steps(mlflow, run_id) if resumed else {}
     try:
         with ddp_handover(run_id, resume_from):
-            metrics = fit_and_test(cfg, uri, run_id, ckpt_dir, resume_from)
+            metrics = fit_and_test(cfg, uri, run_id, ckpt_dir, resume_from, logged=logged)
     except (KeyboardInterrupt, SystemExit):
         tracking.retry(lambda: mlflow.set_terminated(run_id, "KILLED"))
         raise
@@ -203,7 +207,17 @@ def init_tags(module: Sparse4DModule) -> dict[str, str]:
 class JobLogger(MLFlowLogger):
     """Lightning's MLflow logger, except that the job (or sweep trial), not Lightning, ends its run: Lightning marks
     the run FINISHED before the test and FAILED on a Ctrl-C, and joblib may kill the worker before the job can
-    correct that to KILLED."""
+    correct that to KILLED. Resumed, it leaves out the steps the run already holds (``logged``: metric -> last
+    step), which the job replays from its checkpoint."""
+
+    def __init__(self, *args: Any, logged: dict[str, int] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.logged = logged or {}
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        metrics = new_metrics(metrics, step, self.logged)
+        if metrics:
+            super().log_metrics(metrics, step)
 
     def finalize(self, status: str = "success") -> None:
         """Nothing to end: every metric is already written, and the run's status is the job's to set."""
@@ -216,12 +230,14 @@ def fit_and_test(
     ckpt_dir: Path,
     resume_from: Path | None,
     callbacks: Sequence[pl.Callback] = (),
+    logged: dict[str, int] | None = None,
 ) -> dict[str, float]:
-    """Train and test one job into an existing MLflow run; ``callbacks`` join the trainer's (e.g. a pruner)."""
+    """Train and test one job into an existing MLflow run; ``callbacks`` join the trainer's (e.g. a pruner),
+    ``logged`` holds the last step of each metric the run has (a resumed job's replayed steps are left out)."""
     threads = share_cores(cfg.threads, cpu_ranks(cfg.trainer))
     pl.seed_everything(int(cfg.seed), workers=True)
     datamodule, module = build_components(cfg)
-    logger = JobLogger(experiment_name=cfg.logger.experiment, tracking_uri=uri, run_id=run_id)
+    logger = JobLogger(experiment_name=cfg.logger.experiment, tracking_uri=uri, run_id=run_id, logged=logged)
     tracking.retry(lambda: logger.experiment.set_tag(run_id, "threads", str(threads)))  # floats depend on it
     for key, value in init_tags(module).items():
         tracking.retry(lambda k=key, v=value: logger.experiment.set_tag(run_id, k, v))
@@ -230,12 +246,12 @@ def fit_and_test(
     trainer = pl.Trainer(
         **trainer_args,
         logger=logger,
-        callbacks=[checkpoint, RichProgressBar(), *callbacks],
+        callbacks=[checkpoint, RandomStates(), RichProgressBar(), *callbacks],
         default_root_dir=cfg.paths.output_dir,
         enable_model_summary=False,
     )
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
     train_time = time.perf_counter() - start
     trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = {f"test/{k}": float(v) for k, v in module.last_metrics.get("test", {}).items()}

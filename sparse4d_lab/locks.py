@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
+_jitter = random.Random()  # its own stream: a retry must not move the global one a job's results depend on
 
 
 @contextlib.contextmanager
@@ -34,5 +35,5 @@ def retry_while_locked(fn: Callable[[], T], attempts: int = 8) -> T:
         except Exception as err:
             if "locked" not in str(err).lower() or attempt == attempts - 1:
                 raise
-            time.sleep(0.2 * 2**attempt * (0.5 + random.random()))
+            time.sleep(0.2 * 2**attempt * (0.5 + _jitter.random()))
     raise AssertionError("unreachable")

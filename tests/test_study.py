@@ -135,9 +135,22 @@ def test_killed_job_resumes_into_the_same_run(workdir):
     [resumed] = jobs(client, exp)
     assert resumed.info.run_id == killed.info.run_id and resumed.info.status == "FINISHED"
     assert "Restoring states from the checkpoint" in out.stdout + out.stderr
-    # One validation per epoch, none repeated: the resumed run went on from the checkpoint, not from the start.
-    steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "val/mAP")]
-    assert len(steps) == len(set(steps)) == 4
+    assert resumed.data.tags["resumes"] == "1" and int(resumed.data.tags["resumed_from_steps"]) in (2, 4, 6)
+    # Bit-identical to the same job never interrupted (weights, optimiser, schedule and random streams resumed),
+    # and each metric's history holds every step once, though the killed process logged steps past its checkpoint.
+    elsewhere = [f"logger.tracking_uri=sqlite:///{workdir / 'b.db'}", f"paths.checkpoints={workdir / 'b'}"]
+    run(workdir, *overrides, *elsewhere)
+    other = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'b.db'}")
+    [whole] = jobs(other, other.get_experiment_by_name("sparse4d_lab").experiment_id)
+    keys = sorted(k for k in whole.data.metrics if k not in ("train_time_s", "epoch"))  # epoch: Lightning's count
+    assert keys == sorted(k for k in resumed.data.metrics if k not in ("train_time_s", "epoch"))
+    assert any(k.startswith("test/") for k in keys)
+    assert len(client.get_metric_history(resumed.info.run_id, "val/mAP")) == 4
+    for key in keys:
+        a, b = ([(m.step, m.value) for m in c.get_metric_history(r.info.run_id, key)]
+                for c, r in ((client, resumed), (other, whole)))  # fmt: skip
+        assert len({step for step, _ in a}) == len(a), key
+        np.testing.assert_array_equal(np.asarray(sorted(a)), np.asarray(sorted(b)), err_msg=key)
 
 
 def kill_after_first_checkpoint(proc: subprocess.Popen, workdir: Path) -> None:

@@ -1,0 +1,67 @@
+"""Resuming a job: the checkpoint it resumes from, the random streams it carries, the history it keeps."""
+
+import logging
+import os
+import random
+
+import numpy as np
+import torch
+from mlflow import MlflowClient
+
+from experiments.job import JobLogger
+from experiments.resume import RandomStates, readable_checkpoint, record_resume
+
+
+def draws() -> tuple[float, float, float]:
+    return float(torch.rand(())), float(np.random.rand()), random.random()
+
+
+def test_random_streams_survive_a_checkpoint(tmp_path):
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    np.random.standard_normal()  # numpy caches half a Gaussian pair: part of its state
+    torch.save({"callbacks": {"RandomStates": RandomStates().state_dict()}}, tmp_path / "c.ckpt")
+    expected = [draws() for _ in range(3)]
+    torch.manual_seed(99), np.random.seed(99), random.seed(99)
+    state = torch.load(tmp_path / "c.ckpt", weights_only=True)["callbacks"]["RandomStates"]  # no pickled code
+    RandomStates().load_state_dict(state)
+    assert [draws() for _ in range(3)] == expected
+
+
+def test_a_corrupt_last_checkpoint_falls_back_to_the_newest_readable_one(tmp_path, caplog):
+    older = tmp_path / "epoch=0-step=2.ckpt"
+    torch.save({"global_step": 2, "state_dict": {"w": torch.ones(3)}}, older)
+    last = tmp_path / "last.ckpt"
+    torch.save({"global_step": 4, "state_dict": {"w": torch.ones(3)}}, last)
+    assert readable_checkpoint(tmp_path) == (last, 4)
+    last.write_bytes(last.read_bytes()[:100])  # killed while writing it
+    with caplog.at_level(logging.WARNING):
+        assert readable_checkpoint(tmp_path) == (older, 2)
+    assert f"checkpoint {last} is unreadable" in caplog.text
+    older.write_bytes(os.urandom(300))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert readable_checkpoint(tmp_path) is None
+    assert "the job starts over" in caplog.text
+    assert readable_checkpoint(tmp_path / "none") is None
+
+
+def test_a_resumed_run_keeps_each_step_once_and_says_how_often_it_resumed(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    first = JobLogger(experiment_name="e", tracking_uri=uri, run_id=run_id)
+    for step in range(5):  # the killed process got to step 4; its checkpoint was at step 2
+        first.log_metrics(
+            {"train/loss": float(step), "val/mAP": 0.1} if step == 2 else {"train/loss": float(step)}, step
+        )
+    record_resume(client, run_id, 2)
+    resumed = JobLogger(experiment_name="e", tracking_uri=uri, run_id=run_id, logged={"train/loss": 4, "val/mAP": 2})
+    for step in range(3, 7):
+        resumed.log_metrics({"train/loss": float(step)}, step)
+    resumed.log_metrics({"val/mAP": 0.2}, 5)
+    history = client.get_metric_history(run_id, "train/loss")
+    assert sorted((m.step, m.value) for m in history) == [(s, float(s)) for s in range(7)]
+    assert [m.step for m in client.get_metric_history(run_id, "val/mAP")] == [2, 5]
+    record_resume(client, run_id, 4)
+    tags = client.get_run(run_id).data.tags
+    assert tags["resumes"] == "2" and tags["resumed_from_steps"] == "2,4"
