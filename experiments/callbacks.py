@@ -98,4 +98,20 @@ class StudyCallback(Callback):
         from analysis.report import study_report  # analysis reads MLflow only; imported when a study ends
 
         out = Path(config.hydra.sweep.dir)
-        study_report(tracking.tracking_uri(config.logger.tracking_uri), parent, out)
+        uri = tracking.tracking_uri(config.logger.tracking_uri)
+        study_report(uri, parent, out)
+        fail_if_jobs_failed(tracking.client(uri), parent)
+
+
+def fail_if_jobs_failed(mlflow, parent: str) -> None:
+    """A study with a FAILED job is FAILED (tag ``failed_jobs``: arm, seed and run of each) and exits non-zero, so
+    scripts and CI notice; its table is written first either way."""
+    parent_run = tracking.retry(lambda: mlflow.get_run(parent))
+    children = tracking.child_runs(mlflow, parent_run.info.experiment_id, parent)
+    failed = [r for r in children if r.info.status == "FAILED"]
+    if not failed:
+        return
+    names = sorted(f"{r.data.tags.get('arm')} seed {r.data.tags.get('seed')} ({r.info.run_id})" for r in failed)
+    tracking.retry(lambda: mlflow.set_tag(parent, "failed_jobs", "; ".join(names)[:5000]))
+    tracking.retry(lambda: mlflow.set_terminated(parent, "FAILED"))
+    raise SystemExit(f"study {parent_run.data.tags.get('ab')}: {len(failed)} job(s) FAILED: {'; '.join(names)}")

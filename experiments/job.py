@@ -128,8 +128,14 @@ def worker_run(mlflow, exp_id: str, job_hash: str, timeout: float = 300.0) -> st
     raise RuntimeError(f"rank {process_rank()}: no RUNNING MLflow run of job {job_hash} from rank 0 in {timeout} s")
 
 
-def train_job(cfg: DictConfig, kind: str = "job") -> dict[str, float] | None:
-    """Run one job; returns its test metrics, or None if it was skipped or failed (a failure is in MLflow)."""
+class JobFailed(RuntimeError):
+    """A job's training or test failed; its MLflow run is FAILED with the error as its ``error`` tag."""
+
+
+def train_job(cfg: DictConfig, kind: str = "job", raise_failure: bool = False) -> dict[str, float] | None:
+    """Run one job; returns its test metrics, or None if it was skipped or failed (a failure is in MLflow, and
+    with ``raise_failure`` raised as JobFailed: a job run alone must exit non-zero, one in a study must not stop
+    the others)."""
     validate(cfg)
     identity = job_identity(cfg)
     job_hash = tracking.config_hash(identity)
@@ -160,7 +166,11 @@ def train_job(cfg: DictConfig, kind: str = "job") -> dict[str, float] | None:
         message = f"{type(err).__name__}: {err}"[:5000]
         tracking.retry(lambda: mlflow.set_tag(run_id, "error", message))
         tracking.retry(lambda: mlflow.set_terminated(run_id, "FAILED"))
+        if raise_failure:
+            raise JobFailed(f"job {job_hash} ({cfg.loss.arm} seed {cfg.seed}) failed: {message}") from err
         return None
+    if resumed and "error" in tracking.retry(lambda: mlflow.get_run(run_id)).data.tags:
+        tracking.retry(lambda: mlflow.delete_tag(run_id, "error"))  # an earlier attempt's, not this one's
     tracking.retry(lambda: mlflow.set_tag(run_id, "complete", "1"))
     tracking.retry(lambda: mlflow.set_terminated(run_id, "FINISHED"))
     return metrics

@@ -11,6 +11,8 @@ import os
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from .job import JOB_OVERRIDES_ENV, train_job
@@ -31,7 +33,8 @@ def ddp_worker_argv(argv: list[str], environ: dict[str, str]) -> list[str]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> dict[str, float] | None:
-    return train_job(cfg)
+    # One job alone exits non-zero when it fails; a study's failed jobs make the study exit so at its end.
+    return train_job(cfg, raise_failure=HydraConfig.get().mode == RunMode.RUN)
 
 
 if __name__ == "__main__":

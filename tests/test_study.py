@@ -107,9 +107,9 @@ def test_smoke_study_end_to_end_then_skips_finished_jobs(workdir):
     assert len(client.search_runs([exp], "tags.kind = 'study'")) == 2
 
 
-def test_a_failing_job_is_recorded_and_the_study_goes_on(workdir):
+def test_a_failing_job_is_recorded_and_the_study_goes_on_then_exits_non_zero(workdir):
     overrides = ["hydra.sweeper.params.loss=focal_onehot", "train.max_loss=1e-6,1e4", "trainer.max_epochs=1"]
-    run(workdir, "+ab=loss_fix", *ONE_SEED, *overrides)
+    out = run(workdir, "+ab=loss_fix", *ONE_SEED, *overrides, check=False)
     client, exp = store(workdir)
     runs = {r.data.params["train.max_loss"]: r for r in jobs(client, exp)}
     failed, finished = runs["1e-06"], runs["10000.0"]
@@ -117,6 +117,13 @@ def test_a_failing_job_is_recorded_and_the_study_goes_on(workdir):
     assert finished.info.status == "FINISHED"
     [parent] = client.search_runs([exp], "tags.kind = 'study'")
     assert parent.data.tags["missing_runs"] == "0"  # both (arm, seed) cells are covered by the finished run
+    # The table is written, and then the study says it is not whole: FAILED, naming the job, exit status 1.
+    assert "focal_onehot" in out.stdout and list((workdir / "outputs" / "studies").glob("loss_fix/*/study_table.md"))
+    assert out.returncode == 1 and "1 job(s) FAILED: focal_onehot seed 0" in out.stderr
+    assert parent.info.status == "FAILED" and failed.info.run_id in parent.data.tags["failed_jobs"]
+    # A job run alone exits non-zero too.
+    alone = run(workdir, "debug=smoke", "train.max_loss=1e-6", "trainer.max_epochs=1", check=False)
+    assert alone.returncode == 1 and "JobFailed" in alone.stderr
 
 
 def test_killed_job_resumes_into_the_same_run(workdir):
@@ -131,8 +138,10 @@ def test_killed_job_resumes_into_the_same_run(workdir):
     client, exp = store(workdir)
     [killed] = jobs(client, exp)
     assert killed.info.status == "RUNNING"
+    client.set_tag(killed.info.run_id, "error", "OSError: an earlier attempt's")
     out = run(workdir, *overrides)
     [resumed] = jobs(client, exp)
+    assert "error" not in resumed.data.tags  # the attempt that succeeded clears it
     assert resumed.info.run_id == killed.info.run_id and resumed.info.status == "FINISHED"
     assert "Restoring states from the checkpoint" in out.stdout + out.stderr
     assert resumed.data.tags["resumes"] == "1" and int(resumed.data.tags["resumed_from_steps"]) in (2, 4, 6)
