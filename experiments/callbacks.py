@@ -5,6 +5,8 @@ from __future__ import annotations
 import atexit
 import math
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,19 @@ def study_parent(cfg: DictConfig, hydra: DictConfig) -> str:
     return tracking.study_run(mlflow, exp_id, cfg.study, key, tags)
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (``kill``, systemd, SLURM) stops this process as Ctrl-C does: a job marks its run KILLED, a study
+    stops its workers and marks itself and its running jobs KILLED; the next run resumes them. A second SIGTERM
+    ends the process at once."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 # Launchers whose jobs run in this process or in worker processes that die with it.
 LOCAL_LAUNCHERS = ("BasicLauncher", "JoblibLauncher")
 
@@ -81,6 +96,7 @@ class StudyCallback(Callback):
                 "trainer=ddp: DDP jobs start their own processes and cannot run side by side; "
                 "add hydra/launcher=basic (one job after another) or hydra/launcher=slurm"
             )
+        stop_on_sigterm()
         # One job (or fewer than n_jobs) must not keep the cores joblib would have shared among n_jobs.
         os.environ[MULTIRUN_JOBS_ENV] = str(math.prod(len(v) for v in sweep_values(config.hydra).values()))
         if not config.get("study"):

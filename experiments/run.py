@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from .callbacks import stop_on_sigterm
 from .job import JOB_OVERRIDES_ENV, train_job
 
 # What Lightning appends when it re-executes the command for a DDP worker.
@@ -33,6 +34,7 @@ def ddp_worker_argv(argv: list[str], environ: dict[str, str]) -> list[str]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> dict[str, float] | None:
+    stop_on_sigterm()
     # One job alone exits non-zero when it fails; a study's failed jobs make the study exit so at its end.
     return train_job(cfg, raise_failure=HydraConfig.get().mode == RunMode.RUN)
 

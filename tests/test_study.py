@@ -238,3 +238,28 @@ def test_ctrl_c_marks_the_job_and_the_study_killed(workdir):
     runs = client.search_runs([exp])
     assert {r.data.tags["kind"] for r in runs} == {"study", "job"}
     assert {r.info.status for r in runs} == {"KILLED"}
+
+
+def test_sigterm_to_the_study_alone_ends_every_process_and_the_next_run_resumes(workdir):
+    """``kill PID`` (what systemd and schedulers send first): the study, not its process group, gets SIGTERM."""
+    overrides = ["+ab=loss_fix", *ONE_SEED, "trainer.max_epochs=8"]
+    proc = start(workdir, *overrides)
+    deadline = time.time() + 300
+    while not list(workdir.glob("checkpoints/*/last.ckpt")) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stopped = time.time()
+    assert proc.wait(timeout=60) != 0
+    while time.time() - stopped < 30:  # every worker of the study ends too: none is left training
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("processes of the study were still alive 30 s after SIGTERM")
+    client, exp = store(workdir)
+    assert {r.info.status for r in client.search_runs([exp])} == {"KILLED"}
+    run(workdir, *overrides)
+    assert {r.info.status for r in client.search_runs([exp])} == {"FINISHED"}
+    assert any(r.data.tags.get("resumes") == "1" for r in jobs(client, exp))
