@@ -30,6 +30,8 @@ from sparse4d_lab.supervision.criterion import Sparse4DCriterion
 from sparse4d_lab.supervision.paq import PatternQueries
 from sparse4d_lab.supervision.schemes import REGISTRY, build_scheme
 
+from .checks import check_keys_and_numbers
+
 DATA_SOURCES = ("synthetic", "mtmc", "ovpkl")
 INIT_MODES = ("pretrained", "scratch")
 SHIPPED_BASE = Path(__file__).resolve().parents[1] / "bases" / "tiny.pt"  # made by python -m experiments.pretrain
@@ -72,6 +74,7 @@ def base_path(cfg: DictConfig) -> Path | None:
 
 def validate(cfg: DictConfig) -> None:
     """Fail before any work, naming the key and the fix."""
+    check_keys_and_numbers(cfg)
     if cfg.loss.scheme not in REGISTRY:
         raise ConfigError(f"loss.scheme: unknown scheme {cfg.loss.scheme!r}; valid: {', '.join(sorted(REGISTRY))}")
     accepted = set(inspect.signature(REGISTRY[cfg.loss.scheme].__init__).parameters) - {"self", "num_classes"}
@@ -82,8 +85,6 @@ def validate(cfg: DictConfig) -> None:
         )
     if cfg.data.source not in DATA_SOURCES:
         raise ConfigError(f"data.source: unknown source {cfg.data.source!r}; valid: {', '.join(DATA_SOURCES)}")
-    if int(cfg.seed) < 0:
-        raise ConfigError(f"seed: must be >= 0, got {cfg.seed}")
     if int(cfg.data.get("epochs_per_pass", 1)) < 1:
         raise ConfigError(
             f"data.epochs_per_pass: must be >= 1 (1 = an epoch is a whole pass), got {cfg.data.epochs_per_pass}"

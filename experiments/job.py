@@ -29,6 +29,7 @@ from sparse4d_lab.lit import Sparse4DModule
 from . import tracking
 from .build import build_components, validate
 from .callbacks import STUDY_RUN_ENV, study_parent
+from .checks import require_writable
 from .resources import cpu_ranks, share_cores
 from .resume import RandomStates, logged_steps, new_metrics, readable_checkpoint, record_resume
 
@@ -139,10 +140,12 @@ def train_job(cfg: DictConfig, kind: str = "job", raise_failure: bool = False) -
     validate(cfg)
     identity = job_identity(cfg)
     job_hash = tracking.config_hash(identity)
+    ckpt_dir = Path(cfg.paths.checkpoints) / job_hash
+    require_writable(ckpt_dir, "paths.checkpoints")
+    require_writable(Path(cfg.paths.output_dir), "paths.output_dir")
     uri = tracking.tracking_uri(cfg.logger.tracking_uri)
     mlflow = tracking.client(uri)
     exp_id = tracking.experiment_id(mlflow, cfg.logger.experiment)
-    ckpt_dir = Path(cfg.paths.checkpoints) / job_hash
     if process_rank() > 0:  # rank 0 owns the run's status; a worker only trains
         resume = os.environ.get(JOB_RESUME_ENV)
         return fit_and_test(cfg, uri, worker_run(mlflow, exp_id, job_hash), ckpt_dir, Path(resume) if resume else None)

@@ -54,7 +54,7 @@ def digest(data) -> str:
     ],
 )
 def test_impossible_configs_name_the_field(overrides, field):
-    with pytest.raises(ConfigError, match=rf"data\.{field}"):
+    with pytest.raises(ConfigError, match=rf"data\.warehouse\.{field}"):
         WarehouseConfig(**overrides)
 
 

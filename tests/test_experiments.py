@@ -170,8 +170,43 @@ def test_bad_configs_fail_early_naming_the_key(tmp_path):
         validate(compose_cfg(["data.epochs_per_pass=0"], tmp_path))
     with pytest.raises(ConfigError, match=r"threads: must be >= 1, or null"):
         validate(compose_cfg(["threads=0"], tmp_path))
-    with pytest.raises(ConfigError, match=r"data\.num_cameras"):
+    with pytest.raises(ConfigError, match=r"data\.warehouse\.num_cameras"):
         validate(compose_cfg(["data.warehouse.num_cameras=0"], tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["trainer.max_epochs=-1"], "trainer.max_epochs: must be a whole number >= 1"),
+        (["+optim.lrr=1e-3"], "optim.lrr (did you mean optim.lr?)"),
+        (["optim.warmup_ratio=1.5"], "optim.warmup_ratio: must be a number in [0, 1]"),
+        (["seed=abc"], "seed: must be a whole number >= 0; got 'abc'"),
+        (["seed=-1"], "seed: must be a whole number >= 0; got -1"),
+        (["+foo=1"], "unknown config key(s) foo; valid top-level keys"),
+        (["+trainer.max_epoch=3"], "trainer.max_epoch (did you mean trainer.max_epochs?)"),
+        (["+train.batchsize=4"], "train.batchsize (did you mean train.batch_size?)"),
+        (["train.batch_size=0"], "train.batch_size: must be a whole number >= 1"),
+    ],
+)
+def test_unknown_keys_and_impossible_numbers_fail_before_any_run(overrides, message, tmp_path):
+    from experiments.job import train_job
+
+    cfg = compose_cfg([*overrides, f"logger.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"], tmp_path)
+    with pytest.raises(ConfigError) as info:
+        train_job(cfg)
+    assert message in str(info.value)
+    assert not (tmp_path / "mlflow.db").exists()  # no run was opened
+
+
+def test_a_folder_that_cannot_be_written_fails_before_any_run(tmp_path):
+    from experiments.job import train_job
+
+    (tmp_path / "a_file").write_text("")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = compose_cfg([f"paths.checkpoints={tmp_path / 'a_file' / 'ckpt'}", f"logger.tracking_uri={uri}"], tmp_path)
+    with pytest.raises(ConfigError, match=r"paths\.checkpoints: .*a_file/ckpt/[0-9a-f]+ is not a writable folder"):
+        train_job(cfg)
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_slurm_launcher_asks_for_one_task_per_device(tmp_path):

@@ -63,7 +63,7 @@ class WarehouseConfig:
 
 def _require(ok: bool, name: str, message: str) -> None:
     if not ok:
-        raise ConfigError(f"data.{name}: {message}")
+        raise ConfigError(f"data.warehouse.{name}: {message}")
 
 
 def _range(cfg: WarehouseConfig, name: str, low: float = 0.0) -> None:
