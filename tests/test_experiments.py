@@ -7,7 +7,7 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from mlflow import MlflowClient
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from experiments.build import build_components, validate
 from experiments.callbacks import StudyCallback, study_parent
@@ -204,6 +204,8 @@ def test_a_folder_that_cannot_be_written_fails_before_any_run(tmp_path):
     (tmp_path / "a_file").write_text("")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = compose_cfg([f"paths.checkpoints={tmp_path / 'a_file' / 'ckpt'}", f"logger.tracking_uri={uri}"], tmp_path)
+    with open_dict(cfg):
+        del cfg["hydra"]  # as in a running app
     with pytest.raises(ConfigError, match=r"paths\.checkpoints: .*a_file/ckpt/[0-9a-f]+ is not a writable folder"):
         train_job(cfg)
     assert not (tmp_path / "mlflow.db").exists()
