@@ -30,6 +30,7 @@ from . import tracking
 from .build import build_components, validate
 from .callbacks import STUDY_RUN_ENV, study_parent
 from .checks import require_writable
+from .lease import HEARTBEAT_TAG, OWNER_TAG, claim, claim_lock, heartbeat, new_owner, owner_alive
 from .resources import cpu_ranks, share_cores
 from .resume import RandomStates, logged_steps, new_metrics, readable_checkpoint, record_resume
 
@@ -75,13 +76,18 @@ def log_config(mlflow, run_id: str, identity: dict[str, Any]) -> None:
 
 
 def open_run(
-    cfg: DictConfig, mlflow, exp_id: str, identity: dict, job_hash: str, kind: str = "job"
+    cfg: DictConfig, mlflow, exp_id: str, identity: dict, job_hash: str, kind: str = "job", owner: str = ""
 ) -> tuple[str | None, bool]:
-    """(run id, resumed?) for this job; run id None when a complete run exists and the job is skipped. ``kind``
-    tags the run: ``job`` (a study's or a single job) or ``pretrain`` (a base)."""
+    """(run id, resumed?) for this job, claimed for ``owner``; run id None when the job is skipped: a complete run
+    exists, or another live process owns the run (``lease.py``). ``kind`` tags the run: ``job`` (a study's or a
+    single job) or ``pretrain`` (a base)."""
     existing = tracking.job_runs(mlflow, exp_id, job_hash, kind)
     if any(r.info.status == "FINISHED" and r.data.tags.get("complete") == "1" for r in existing):
         return None, False
+    for run in existing:
+        if owner_alive(run, owner):
+            log.info("job %s is being trained by %s: skipped", job_hash, run.data.tags[OWNER_TAG])
+            return None, False
     parent = parent_run(cfg)
     sha, dirty = tracking.git_state()
     tags = {
@@ -98,10 +104,14 @@ def open_run(
         tags[MLFLOW_PARENT_RUN_ID] = parent
     if existing:
         run_id = existing[0].info.run_id
+        if not claim(mlflow, run_id, owner):
+            log.info("job %s was claimed by another process at the same moment: skipped", job_hash)
+            return None, False
         tracking.retry(lambda: mlflow.update_run(run_id, status="RUNNING"))
         for key, value in tags.items():
             tracking.retry(lambda k=key, v=value: mlflow.set_tag(run_id, k, v))
         return run_id, True
+    tags |= {OWNER_TAG: owner, HEARTBEAT_TAG: f"{time.time():.0f}"}
     run_id = tracking.retry(lambda: mlflow.create_run(exp_id, tags=tags)).info.run_id
     log_config(mlflow, run_id, identity)
     return run_id, False
@@ -149,9 +159,10 @@ def train_job(cfg: DictConfig, kind: str = "job", raise_failure: bool = False) -
     if process_rank() > 0:  # rank 0 owns the run's status; a worker only trains
         resume = os.environ.get(JOB_RESUME_ENV)
         return fit_and_test(cfg, uri, worker_run(mlflow, exp_id, job_hash), ckpt_dir, Path(resume) if resume else None)
-    run_id, resumed = open_run(cfg, mlflow, exp_id, identity, job_hash, kind)
+    with claim_lock(uri):
+        run_id, resumed = open_run(cfg, mlflow, exp_id, identity, job_hash, kind, new_owner())
     if run_id is None:
-        log.info("job %s (%s seed %s) already finished: skipped", job_hash, cfg.loss.arm, cfg.seed)
+        log.info("job %s (%s seed %s) finished or owned elsewhere: skipped", job_hash, cfg.loss.arm, cfg.seed)
         return None
     found = readable_checkpoint(ckpt_dir) if resumed else None
     resume_from = found[0] if found else None
@@ -159,7 +170,7 @@ def train_job(cfg: DictConfig, kind: str = "job", raise_failure: bool = False) -
         record_resume(mlflow, run_id, found[1])
     logged = logged_steps(mlflow, run_id) if resumed else {}
     try:
-        with ddp_handover(run_id, resume_from):
+        with ddp_handover(run_id, resume_from), heartbeat(mlflow, run_id):
             metrics = fit_and_test(cfg, uri, run_id, ckpt_dir, resume_from, logged=logged)
     except (KeyboardInterrupt, SystemExit):
         tracking.retry(lambda: mlflow.set_terminated(run_id, "KILLED"))

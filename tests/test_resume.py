@@ -7,6 +7,7 @@ import random
 import numpy as np
 import torch
 from mlflow import MlflowClient
+from omegaconf import OmegaConf
 
 from experiments.job import JobLogger
 from experiments.resume import RandomStates, readable_checkpoint, record_resume
@@ -65,3 +66,32 @@ def test_a_resumed_run_keeps_each_step_once_and_says_how_often_it_resumed(tmp_pa
     record_resume(client, run_id, 4)
     tags = client.get_run(run_id).data.tags
     assert tags["resumes"] == "2" and tags["resumed_from_steps"] == "2,4"
+
+
+def test_a_run_whose_owner_lives_is_left_to_it_and_a_dead_owners_is_taken_over(tmp_path):
+    import socket
+    import subprocess
+    import time
+
+    from experiments.job import open_run
+    from experiments.lease import HEARTBEAT_TAG, OWNER_TAG, owner_alive
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("e")
+    other = subprocess.Popen(["sleep", "60"])  # another process on this host, training the job
+    host = socket.gethostname()
+    run = client.create_run(exp, tags={"kind": "job", "config_hash": "h", OWNER_TAG: f"{host}:{other.pid}:t",
+                                       HEARTBEAT_TAG: f"{time.time():.0f}"})  # fmt: skip
+    cfg = OmegaConf.create({"study": None, "loss": {"arm": "a"}, "seed": 0})
+    assert open_run(cfg, client, exp, {}, "h", owner=f"{host}:1:me") == (None, False)
+    assert client.get_run(run.info.run_id).data.tags[OWNER_TAG] == f"{host}:{other.pid}:t"  # untouched
+    other.kill()
+    other.wait()
+    assert open_run(cfg, client, exp, {}, "h", owner=f"{host}:1:me") == (run.info.run_id, True)
+    assert client.get_run(run.info.run_id).data.tags[OWNER_TAG] == f"{host}:1:me"
+    # On another host only the heartbeat tells: alive while fresh, dead after three missed beats.
+    client.set_tag(run.info.run_id, OWNER_TAG, "elsewhere:123:t")
+    fresh = client.get_run(run.info.run_id)
+    beat = float(fresh.data.tags[HEARTBEAT_TAG])
+    assert owner_alive(fresh, "me", now=beat + 60) and not owner_alive(fresh, "me", now=beat + 91)
