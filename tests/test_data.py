@@ -276,4 +276,4 @@ def test_preview_cli_writes_a_png(tmp_path):
     subprocess.run(cmd, check=True, capture_output=True)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
     bad = subprocess.run([*cmd[:-3], "num_cameras=0"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "data.num_cameras" in bad.stderr
+    assert bad.returncode == 2 and "data.warehouse.num_cameras" in bad.stderr

@@ -119,7 +119,7 @@ def test_aicity_command_scores_a_submission_against_ground_truth(scene, tmp_path
 def test_bad_submissions_are_refused_naming_the_line(tmp_path, capsys):
     path = tmp_path / "bad.txt"
     path.write_text("0 0 1 0 1 2 0.5 1 1 1.8 0\n0 9 1 1 1 2 0.5 1 1 1.8 0\n")
-    with pytest.raises(EvalInputError, match=r"bad\.txt line 2: class_id 9 is not one of 0\.\.5"):
+    with pytest.raises(EvalInputError, match=r"bad\.txt line 2: class_id 9 is not one of 0\.\.6"):
         read_submission(path)
     path.write_text("0 0 0 0 1 2 0.5 1 1 1.8 0\n")
     with pytest.raises(EvalInputError, match=r"line 1: object_id must be an integer >= 1"):
