@@ -5,8 +5,8 @@ A job killed after a checkpoint and run again must end bit-identical to the job 
 weights, optimiser, schedule and loop counters are Lightning's part of a checkpoint; the random streams (torch's,
 numpy's, Python's) are ``RandomStates``' part, restored after the job has seeded and built itself. The sampler
 needs nothing: its order is a function of the seed and the epoch. Steps the killed process logged after its last
-checkpoint are replayed by the resumed one, which logs them again with the same values: ``ResumedHistory`` drops
-those, so each (metric, step) is written once.
+checkpoint are replayed by the resumed one, which logs them again with the same values: ``new_metrics`` (used by
+the job's logger) drops those, so each (metric, step) is written once.
 """
 
 from __future__ import annotations
