@@ -28,6 +28,7 @@ from sparse4d_lab.eval.figures import BEV_CMAP, draw_bev, draw_score_histogram
 
 from .runs import Artifacts, RunRecord
 from .stats import summarize
+from .table import SPEC
 
 log = logging.getLogger(__name__)
 PR_DISTANCE = 2.0  # metres: the nuScenes threshold the PR curves are drawn at
@@ -253,6 +254,29 @@ def bev_frames(runs: Runs, artifacts: Artifacts) -> plt.Figure:
     return fig
 
 
+def paired_seeds(runs: Runs, primary: Sequence[str]) -> plt.Figure:
+    """Each primary metric per seed: a point per run and a line through one seed's runs across the arms, the
+    pairing every test of the primary outcomes uses."""
+    if not primary:
+        raise MissingData("the comparison declares no primary outcomes (the study file's primary, or --primary)")
+    arms = _arms(runs)
+    fig, axes = _grid(len(primary))
+    for ax, metric in zip(axes, primary, strict=False):
+        rows = [{"arm": r.arm, "seed": r.seed, "value": r.metrics.get(metric, math.nan)} for r in runs]
+        data = pd.DataFrame(rows).dropna()
+        for _, part in data.groupby("seed"):
+            values = part.set_index("arm")["value"].reindex(arms)
+            ax.plot(range(len(arms)), values.to_numpy(), color="0.6", lw=0.8, zorder=1)
+        data["seed"] = data["seed"].astype(str)
+        sns.stripplot(data=data, x="arm", y="value", hue="seed", order=arms, ax=ax, jitter=False, size=5, zorder=2)
+        ax.set_title(SPEC[metric].title if metric in SPEC else metric, fontsize=9)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+        ax.tick_params(axis="x", labelrotation=20, labelsize=7)
+    fig.suptitle("Primary outcomes per seed (lines join one seed's runs)", fontsize=10)
+    return fig
+
+
 FIGURES: dict[str, Callable[[Runs, Artifacts], plt.Figure]] = {
     "score_distributions": score_distributions,
     "fp_vs_threshold": fp_vs_threshold,
@@ -264,11 +288,12 @@ FIGURES: dict[str, Callable[[Runs, Artifacts], plt.Figure]] = {
 }
 
 
-def draw_figures(runs: Runs, artifacts: Artifacts, out_dir: Path) -> list[Path]:
+def draw_figures(runs: Runs, artifacts: Artifacts, out_dir: Path, primary: Sequence[str] = ()) -> list[Path]:
     """Every figure as PNG and PDF under ``out_dir``; one that cannot be drawn is skipped with a warning."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, draw in FIGURES.items():
+    figures = {**FIGURES, **({"primary_per_seed": lambda runs, _: paired_seeds(runs, primary)} if primary else {})}
+    for name, draw in figures.items():
         try:
             with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
                 fig = draw(runs, artifacts)

@@ -7,7 +7,8 @@
     python -m analysis.report --query "tags.arm = 'paq'" [--baseline ARM]
 
 Reads MLflow only. Writes under ``reports/<study>/`` (``--out``): ``study_table.md``, ``study_table.tex``,
-``study_table.csv`` (tidy: one row per arm and metric), ``paq_table.tex`` when an arm uses PaQ, and ``figures/``;
+``study_table.csv`` (tidy: one row per arm and metric), ``primary_outcomes.tex`` and ``.csv`` when the study declares
+primary outcomes (``analysis.outcomes``), ``paq_table.tex`` when an arm uses PaQ, and ``figures/``;
 prints the tables, and logs everything to the study's parent run. Runs that are missing or did not finish are
 listed under the table, never averaged away.
 """
@@ -27,6 +28,7 @@ from rich.markdown import Markdown
 
 from sparse4d_lab.locks import retry_while_locked
 
+from .outcomes import outcome_notes, outcome_table, outcomes_latex, outcomes_markdown, outcomes_rich
 from .runs import (
     Artifacts,
     ReportInputError,
@@ -38,6 +40,7 @@ from .runs import (
     select_study,
 )
 from .table import (
+    SPEC,
     comparison_table,
     missing_runs,
     paq_flags,
@@ -81,6 +84,12 @@ def write_report(mlflow: MlflowClient, selection: Selection, out_dir: Path, figu
     heading = f"# {title}\n"
     notes = f"\n{table_note(selection.records)}\n" + bullets("Missing or unfinished runs (not in the means):", missing)
     notes += bullets("Runs left out (another run has the same arm and seed):", superseded)
+    if selection.primary:
+        titles = ", ".join(SPEC[m].title if m in SPEC else m for m in selection.primary)
+        notes += (
+            f"\nPrimary outcomes: {titles} (tested and corrected under Primary outcomes); the p-values above are "
+            "uncorrected, and exploratory for every other metric.\n"
+        )
     markdown = f"{heading}\n{to_markdown(table, arms, baseline)}\n{notes}"
     terminal: list[RenderableType] = [Markdown(heading), to_rich(table, arms, baseline), Markdown(notes)]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -93,12 +102,23 @@ def write_report(mlflow: MlflowClient, selection: Selection, out_dir: Path, figu
         terminal += [Markdown("## PaQ ablation"), paq_rich(table, flags, baseline)]
         files.append(out_dir / "paq_table.tex")
         files[-1].write_text(paq_latex(table, flags, baseline, selection.title))
+    if selection.primary:
+        outcomes = outcome_table(selection.records, arms, baseline, selection.primary)
+        seeds = sorted({seed for _, seed in selection.expected})
+        lines = outcome_notes(outcomes, selection.command or "python -m experiments.run", seeds)
+        markdown += f"\n## Primary outcomes\n\n{outcomes_markdown(outcomes, lines)}\n"
+        terminal += [Markdown("## Primary outcomes"), outcomes_rich(outcomes), Markdown(bullets("", lines))]
+        files += [out_dir / "primary_outcomes.tex", out_dir / "primary_outcomes.csv"]
+        files[-2].write_text(
+            outcomes_latex(outcomes, lines, f"{title}: primary outcomes", f"{selection.title}-primary")
+        )
+        outcomes.to_csv(files[-1], index=False)
     if figures:
         from .figures import draw_figures  # matplotlib, seaborn and torch: only when figures are drawn
 
         runs = [cells[arm][seed] for arm in arms for seed in sorted(cells.get(arm, {}))]
         with Artifacts(mlflow) as artifacts:
-            drawn = draw_figures(runs, artifacts, out_dir / "figures")
+            drawn = draw_figures(runs, artifacts, out_dir / "figures", primary=selection.primary)
         links = bullets("## Figures", [f"[{p.stem}](figures/{p.name}) (and .pdf)" for p in drawn if p.suffix == ".png"])
         markdown += links
         terminal.append(Markdown(links))
@@ -151,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--runs", help="comma-separated run ids (job runs, or study parent runs for all their jobs)")
     which.add_argument("--query", help="MLflow filter over job runs, e.g. \"tags.arm = 'paq'\"")
     parser.add_argument("--baseline", help="the arm the others are compared with (default: the study's, or the first)")
+    parser.add_argument("--primary", help="comma-separated primary metric keys (default: the study file's)")
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
     parser.add_argument("--experiment", default="sparse4d_lab")
     parser.add_argument("--out", default=None, help="output folder (default reports/<study or comparison>)")
@@ -186,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         selection = select(mlflow, args)
     except ReportInputError as err:
         parser.error(str(err))
+    if args.primary is not None:
+        selection.primary = [m.strip() for m in args.primary.split(",") if m.strip()]
     out_dir = Path(args.out or Path("reports") / selection.title)
     report = write_report(mlflow, selection, out_dir, figures=not args.no_figures)
     report.show()

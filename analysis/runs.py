@@ -59,6 +59,8 @@ class Selection:
     records: list[RunRecord]
     expected: list[tuple[str, int]]
     parent_id: str | None = None  # the study's parent run, where the report is logged
+    primary: list[str] = field(default_factory=list)  # the study's primary outcomes (metric keys)
+    command: str | None = None  # the command that reaches the study again (to add seeds)
 
 
 def record(run: Run, arm: str | None = None) -> RunRecord:
@@ -152,7 +154,12 @@ def select_study(mlflow: MlflowClient, parent_id: str, baseline: str | None = No
     arms = [a for a in tags.get("arms", "").split(",") if a] or sorted({r.arm for r in records})
     seeds = [int(s) for s in tags.get("seeds", "").split(",") if s] or sorted({r.seed for r in records})
     baseline, arms = baseline_first(arms, baseline, tags.get("baseline"))
-    return Selection(tags.get("ab", parent_id[:8]), arms, baseline, records, list(product(arms, seeds)), parent_id)
+    study = tags.get("ab", parent_id[:8])
+    return Selection(
+        study, arms, baseline, records, list(product(arms, seeds)), parent_id,
+        primary=[m for m in tags.get("primary", "").split(",") if m],
+        command=tags.get("command", f"python -m experiments.run +ab={study}"),
+    )  # fmt: skip
 
 
 def select_runs(mlflow: MlflowClient, runs: Sequence[Run], baseline: str | None, argument: str) -> Selection:

@@ -215,7 +215,8 @@ def latex_escape(text: str) -> str:
     for char in "&%$#_{}":
         out = out.replace(char, "\\" + char)
     out = out.replace("~", r"\textasciitilde{}").replace("^", r"\textasciicircum{}")
-    for char, tex in (("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("≥", r"$\geq$"), ("↑", r"$\uparrow$")):
+    signs = (("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("≥", r"$\geq$"), ("↑", r"$\uparrow$"), ("✓", r"$\checkmark$"))
+    for char, tex in signs:
         out = out.replace(char, tex)
     return out.replace("↓", r"$\downarrow$")
 

@@ -36,10 +36,14 @@ def sweep_values(hydra: DictConfig) -> dict[str, list[str]]:
     return values
 
 
+def fixed_overrides(overrides: list[str], swept_keys: set[str]) -> list[str]:
+    """The command line without the swept values: what every job of one study shares."""
+    return sorted(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in swept_keys)
+
+
 def study_key(study: str, overrides: list[str], swept_keys: set[str]) -> str:
-    """Same study command -> same key, whatever the job: the command line without the swept values."""
-    fixed = sorted(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in swept_keys)
-    return tracking.config_hash({"study": study, "overrides": fixed})
+    """Same study command -> same key, whatever the job."""
+    return tracking.config_hash({"study": study, "overrides": fixed_overrides(overrides, swept_keys)})
 
 
 def study_parent(cfg: DictConfig, hydra: DictConfig) -> str:
@@ -51,6 +55,9 @@ def study_parent(cfg: DictConfig, hydra: DictConfig) -> str:
     values = sweep_values(hydra)
     arms, seeds = values.get("loss", [cfg.loss.arm]), values.get("seed", [str(cfg.seed)])
     tags = {"arms": ",".join(arms), "seeds": ",".join(seeds), "baseline": str(cfg.baseline)}
+    tags["primary"] = ",".join(cfg.get("primary") or [])
+    # The command that reaches this study again (with other seeds or arms appended: the same parent run).
+    tags["command"] = " ".join(["python -m experiments.run", *fixed_overrides(list(hydra.overrides.task), set(params))])
     key = study_key(cfg.study, list(hydra.overrides.task), set(params))
     return tracking.study_run(mlflow, exp_id, cfg.study, key, tags)
 

@@ -19,12 +19,13 @@ import lightning.pytorch as pl
 from omegaconf import DictConfig
 
 from sparse4d_lab.data import ConfigError
+from sparse4d_lab.eval.collector import metric_names
 from sparse4d_lab.lit import OptimConfig
 from sparse4d_lab.supervision.criterion import Sparse4DCriterion
 
 TOP_LEVEL = (
-    "data", "model", "loss", "trainer", "logger", "seed", "threads", "study", "baseline", "criterion", "train",
-    "eval", "paths", "semantics", "optim", "init", "pretrain", "hydra",
+    "data", "model", "loss", "trainer", "logger", "seed", "threads", "study", "baseline", "primary", "criterion",
+    "train", "eval", "paths", "semantics", "optim", "init", "pretrain", "hydra",
 )  # fmt: skip
 # What each section may hold: the parameters of the code that reads it.
 SECTIONS: dict[str, tuple[str, ...]] = {
@@ -88,6 +89,19 @@ def check_keys_and_numbers(cfg: DictConfig) -> None:
     _number(cfg, "optim.warmup_steps", int, 0)
     _number(cfg, "optim.warmup_ratio", float, 0, 1)
     _number(cfg, "optim.min_lr_ratio", float, 0, 1)
+    _primary(cfg)
+
+
+def _primary(cfg: DictConfig) -> None:
+    """A study's primary outcomes must be test metrics that every job logs."""
+    primary = cfg.get("primary") or []
+    thresholds = (cfg.get("eval") or {}).get("fp_thresholds") or ()
+    known = [f"test/{name}" for name in metric_names(thresholds)]
+    for key in [primary] if isinstance(primary, str) else primary:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"primary: {key!r} is no metric a job logs{hint}; valid: {', '.join(known)}")
 
 
 def require_writable(path: Path, key: str) -> None:

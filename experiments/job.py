@@ -39,8 +39,8 @@ JOB_RESUME_ENV = "SPARSE4D_LAB_JOB_RESUME"
 JOB_OVERRIDES_ENV = "SPARSE4D_LAB_JOB_OVERRIDES"
 
 log = logging.getLogger(__name__)
-# Config keys that say where things go, not what is computed: left out of the job's identity.
-NOT_IDENTITY = ("paths", "logger", "hydra", "pretrain")
+# Config keys that say where things go or how they are read, not what is computed: left out of the job's identity.
+NOT_IDENTITY = ("paths", "logger", "hydra", "pretrain", "primary")
 
 
 def job_identity(cfg: DictConfig) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,9 @@ from .eval.collector import EvalCollector
 from .model.pretrained import LoadReport
 from .model.sparse4d import Sparse4D
 from .supervision.criterion import Sparse4DCriterion
+
+# Metric keys of one test scene's metrics: test_scene/<scene>/<metric>.
+SCENE_PREFIX = "test_scene/"
 
 
 class DivergedError(RuntimeError):
@@ -104,8 +108,13 @@ class Sparse4DModule(pl.LightningModule):
         self._gather_frames()
         metrics = self.collector.compute(stage)  # frames stay until the next pass: artifacts are written from them
         self.last_metrics[stage] = metrics
+        logged = {f"{stage}/{k}": float(v) for k, v in metrics.items()}
+        if stage == "test":  # each test scene's own metrics: the test set's share of the uncertainty
+            for scene, values in self.collector.scene_metrics().items():
+                name = re.sub(r"[^\w\-. ]", "_", scene)  # what MLflow accepts in a key
+                logged.update({f"{SCENE_PREFIX}{name}/{k}": float(v) for k, v in values.items()})
         # Identical on every rank after pooling: the DDP mean leaves them unchanged.
-        self.log_dict({f"{stage}/{k}": float(v) for k, v in metrics.items()}, sync_dist=True)
+        self.log_dict(logged, sync_dist=True)
 
     def on_train_epoch_start(self) -> None:
         """Lightning sets the epoch of a DataLoader's sampler, never of its batch sampler: without this the temporal

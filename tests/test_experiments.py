@@ -186,6 +186,7 @@ def test_bad_configs_fail_early_naming_the_key(tmp_path):
         (["+trainer.max_epoch=3"], "trainer.max_epoch (did you mean trainer.max_epochs?)"),
         (["+train.batchsize=4"], "train.batchsize (did you mean train.batch_size?)"),
         (["train.batch_size=0"], "train.batch_size: must be a whole number >= 1"),
+        (["primary=[test/mAp]"], "primary: 'test/mAp' is no metric a job logs (did you mean test/mAP?)"),
     ],
 )
 def test_unknown_keys_and_impossible_numbers_fail_before_any_run(overrides, message, tmp_path):

@@ -78,6 +78,8 @@ def test_smoke_study_end_to_end_then_skips_finished_jobs(workdir):
     assert len(client.get_metric_history(detr.info.run_id, "val/mAP")) == 2  # one per epoch of debug=smoke
     [parent] = client.search_runs([exp], "tags.kind = 'study' and tags.ab = 'loss_fix'")
     assert parent.info.status == "FINISHED" and parent.data.tags["ab"] == "loss_fix"
+    assert parent.data.tags["primary"] == "test/mAP,test/hc_fp_cls_per_frame,test/IDF1"  # from ab/loss_fix.yaml
+    assert parent.data.tags["command"] == "python -m experiments.run +ab=loss_fix " + " ".join(sorted(ONE_SEED))
     children = client.search_runs([exp], f"tags.{MLFLOW_PARENT_RUN_ID} = '{parent.info.run_id}'")
     assert sorted(r.data.tags["arm"] for r in children) == ["focal_filtered", "focal_onehot"]
     for child in children:
@@ -86,6 +88,13 @@ def test_smoke_study_end_to_end_then_skips_finished_jobs(workdir):
         assert {"git_sha", "git_dirty", "config_hash"} <= set(child.data.tags)
         assert {"test/mAP", "test/hc_fp_per_frame", "test/gini", "val/mAP", "train_time_s"} <= set(child.data.metrics)
         assert child.data.params["loss.scheme"] == child.data.tags["arm"]
+        # One test scene in debug=smoke: its own metrics are the split's, each one of them.
+        scene = {k: v for k, v in child.data.metrics.items() if k.startswith("test_scene/")}
+        assert {k.split("/")[1] for k in scene} == {"test_0000"}
+        whole = {k: v for k, v in child.data.metrics.items() if k.startswith("test/")}
+        assert {k.replace("test_scene/test_0000/", "test/"): v for k, v in scene.items()} == pytest.approx(
+            whole, nan_ok=True
+        )
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {
             "config.yaml",

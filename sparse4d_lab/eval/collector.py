@@ -174,8 +174,7 @@ class EvalCollector:
                 }
             )
 
-    def _tracks(self, gt: bool) -> Tracks:
-        f = self.frames
+    def _tracks(self, f: list[dict[str, Any]], gt: bool) -> Tracks:
         names = np.asarray(self.classes)
         ids = [x["gt_ids"] if gt else x["ids"] for x in f]
         keep = [np.ones(len(i), bool) if gt else i >= 0 for i in ids]  # detections without a track id are not tracks
@@ -198,9 +197,22 @@ class EvalCollector:
         if not self.frames:
             return {}
         self.bev_frames[stage] = self.frames[len(self.frames) // 2]
-        gt, pred = frame_detections(self.frames, self.classes, True), frame_detections(self.frames, self.classes, False)
-        samples = [x["sample"] for x in self.frames]
-        distractors = {x["sample"]: x["distractors"] for x in self.frames if x["distractors"] is not None}
+        metrics, self.report = self._evaluate(self.frames)
+        return metrics
+
+    def scene_metrics(self) -> dict[str, dict[str, float]]:
+        """The same metrics on each scene of the pass alone: the test set's own sampling error, which a spread over
+        training seeds does not show, is estimated by resampling these (``analysis.stats``)."""
+        scenes: dict[str, list[dict[str, Any]]] = {}
+        for frame in self.frames:
+            scenes.setdefault(frame["scene"], []).append(frame)
+        return {scene: self._evaluate(frames)[0] for scene, frames in sorted(scenes.items())}
+
+    def _evaluate(self, frames: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, Any]]:
+        """(flat metrics, nested report) of a list of collected frames."""
+        gt, pred = frame_detections(frames, self.classes, True), frame_detections(frames, self.classes, False)
+        samples = [x["sample"] for x in frames]
+        distractors = {x["sample"]: x["distractors"] for x in frames if x["distractors"] is not None}
         detection = evaluate_detection(gt, pred, classes=self.classes) if len(gt) else {}
         fp = false_positive_report(
             gt,
@@ -209,23 +221,25 @@ class EvalCollector:
             high_confidence=self.high_confidence,
             distractors=distractors or None,
             samples=samples,
-            class_scores=np.concatenate([x["cls_scores"] for x in self.frames]),
+            class_scores=np.concatenate([x["cls_scores"] for x in frames]),
         )
         scores = query_score_distribution(
-            np.concatenate([x["query_scores"] for x in self.frames]),
-            np.concatenate([x["matched"] for x in self.frames]),
+            np.concatenate([x["query_scores"] for x in frames]),
+            np.concatenate([x["matched"] for x in frames]),
         )
-        num_slots = self.num_queries or int(max(len(x["query_scores"]) for x in self.frames))
+        num_slots = self.num_queries or int(max(len(x["query_scores"]) for x in frames))
         queries = query_utilisation(
-            [x["matched_slots"] for x in self.frames],
+            [x["matched_slots"] for x in frames],
             num_slots,
-            survived=[x["kept_slots"] for x in self.frames],
-            num_frames=len(self.frames),
+            survived=[x["kept_slots"] for x in frames],
+            num_frames=len(frames),
         )
-        gt_tracks = self._tracks(gt=True)
+        gt_tracks = self._tracks(frames, gt=True)
         min_score = self.track_min_score if self.track_score == "output" else None  # "class": applied by _tracks
-        tracking = evaluate_tracking(gt_tracks, self._tracks(gt=False), min_score=min_score) if len(gt_tracks) else {}
-        self.report = {
+        tracking = (
+            evaluate_tracking(gt_tracks, self._tracks(frames, gt=False), min_score=min_score) if len(gt_tracks) else {}
+        )
+        report = {
             "detection": detection,
             "false_positives": fp,
             "query_scores": scores,
@@ -240,7 +254,7 @@ class EvalCollector:
             # Unmatched queries whose class score (before x centerness) is high: what passes a decoder's score
             # threshold, which TAO and upstream Sparse4D apply to the class score alone.
             "hc_unmatched_per_frame": np.mean(
-                [np.sum((x["query_scores"] >= self.high_confidence) & ~x["matched"]) for x in self.frames]
+                [np.sum((x["query_scores"] >= self.high_confidence) & ~x["matched"]) for x in frames]
             ),
             "unmatched_score_mean": scores["unmatched"]["mean"],
             "matched_score_mean": scores["matched"]["mean"],
@@ -264,7 +278,7 @@ class EvalCollector:
                     "spurious_tracks": tracking["id_stability"]["spurious_tracks"],
                 }
             )
-        return {k: float(v) for k, v in metrics.items()}
+        return {k: float(v) for k, v in metrics.items()}, report
 
     def write_artifacts(self, out: Path) -> list[Path]:
         """``evaluation.json`` (the last pass's full report), the figure of its matched/unmatched scores, a
