@@ -111,7 +111,7 @@ def _mean(values) -> float:
     return sum(finite) / len(finite) if finite else math.nan
 
 
-def outcome_notes(table: pd.DataFrame, command: str, seeds: Sequence[int]) -> list[str]:
+def outcome_notes(table: pd.DataFrame, command: str, arms: Sequence[str], seeds: Sequence[int]) -> list[str]:
     """What the numbers cannot say at this seed count, and the command that adds the seeds 80 % power needs."""
     tests = table[table["t_p"].notna()]
     if tests.empty:
@@ -135,7 +135,7 @@ def outcome_notes(table: pd.DataFrame, command: str, seeds: Sequence[int]) -> li
             f"Seeds for {POWER:.0%} power (last column) are at the corrected level {ALPHA / family:.3g}, from the "
             f"observed mean and spread of each paired difference; the most, {int(worst['seeds_needed'])} "
             f"({worst['title']}, {worst['arm']}), run with (finished jobs are skipped): "
-            f"`{command} seed='range(0,{max(int(needed.max()), max(seeds, default=-1) + 1)})'`"
+            f"`{command} loss={','.join(arms)} seed='range(0,{max(int(needed.max()), max(seeds, default=-1) + 1)})'`"
         )
     if (table["n_scenes"] == 0).any():
         notes.append("Runs without per-scene test metrics (older runs) have no bootstrap over test scenes.")

@@ -105,7 +105,7 @@ def write_report(mlflow: MlflowClient, selection: Selection, out_dir: Path, figu
     if selection.primary:
         outcomes = outcome_table(selection.records, arms, baseline, selection.primary)
         seeds = sorted({seed for _, seed in selection.expected})
-        lines = outcome_notes(outcomes, selection.command or "python -m experiments.run", seeds)
+        lines = outcome_notes(outcomes, selection.command or "python -m experiments.run", arms, seeds)
         markdown += f"\n## Primary outcomes\n\n{outcomes_markdown(outcomes, lines)}\n"
         terminal += [Markdown("## Primary outcomes"), outcomes_rich(outcomes), Markdown(bullets("", lines))]
         files += [out_dir / "primary_outcomes.tex", out_dir / "primary_outcomes.csv"]

@@ -108,10 +108,13 @@ def test_seeds_for_power_at_the_holm_level_equal_statsmodels():
     d = np.subtract(HC_FP[OTHER], HC_FP[BASE])
     expected = math.ceil(tt_solve_power(abs(d.mean()) / d.std(ddof=1), alpha=0.05 / 4, power=0.8))
     assert row(table, OTHER, "test/hc_fp_cls_per_frame")["seeds_needed"] == max(2, expected)
-    notes = outcome_notes(table, "python -m experiments.run +ab=loss_fix", [0, 1, 2])
+    notes = outcome_notes(table, "python -m experiments.run +ab=loss_fix", [BASE, FIX, OTHER], [0, 1, 2])
     assert any("cannot go below p = 0.25" in n and "at least 8 seeds" in n for n in notes)  # 2 / 2^8 <= 0.0125
     [command] = [n for n in notes if "finished jobs are skipped" in n]
-    assert f"`python -m experiments.run +ab=loss_fix seed='range(0,{int(table['seeds_needed'].max())})'`" in command
+    arms = f"loss={BASE},{FIX},{OTHER}"  # the study's arms: a command-line sweep of loss or seed replaces the file's
+    assert (
+        f"`python -m experiments.run +ab=loss_fix {arms} seed='range(0,{int(table['seeds_needed'].max())})'`" in command
+    )
 
 
 def test_the_figure_joins_each_seeds_runs_across_arms():
@@ -140,7 +143,7 @@ def test_the_report_of_a_study_with_primary_outcomes_writes_them_in_every_format
     out = tmp_path / "report"
     assert report.main(["--tracking-uri", uri, "--ab", "loss_fix", "--out", str(out)]) == 0
     markdown = (out / "study_table.md").read_text()
-    assert "## Primary outcomes" in markdown and "trainer.max_epochs=2 seed='range(0," in markdown
+    assert "## Primary outcomes" in markdown and "trainer.max_epochs=2 loss=" in markdown
     assert "Primary outcomes: mAP, HC-FP(cls)/frame" in markdown
     csv = pd.read_csv(out / "primary_outcomes.csv")
     assert len(csv) == 6 and {"holm_p", "sign_flip_p", "diff_low", "poi", "seeds_needed", "var_test"} <= set(csv)
