@@ -6,15 +6,27 @@ profile's rules, back-propagates the loss, and reports per query group (matched,
 denoising negative) the share of queries whose logits get a non-zero gradient, overall and per class column. It
 shows in one screen what no loss curve shows: ``focal_filtered`` gives unmatched queries nothing, ``vfl_clamped``
 gives the last class nothing.
+
+``python -m sparse4d_lab.supervision.audit --loss-fn package.module:Name [--init JSON] [--convention mmdet]`` (or
+``--loss-file path/to/file.py:Name``) checks your own classification loss instead: does it supervise unmatched
+queries and denoising negatives as background (``sparse4d_lab.supervision.contract``)? Exit code 0 ok, 1 the
+contract fails, 2 bad input. Loading a loss runs its code: importing a module runs its import-time code, and
+``--loss-file`` executes the file, so point them only at code you trust.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
+import importlib.util
+import inspect
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import reduce
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -97,30 +109,151 @@ def audit(
     return report
 
 
+def render_table(
+    title: str, lead: list[tuple[str, int]], columns: list[str], rows: dict[str, tuple[list[str], list[str]]]
+) -> str:
+    """The one-screen table both the arm audit and the loss contract print: a title, then one line per group with
+    its leading cells (``lead`` names them and gives their widths) and one cell per logit column."""
+    header = " ".join([f"{'group':<12}", *(f"{n:>{w}}" for n, w in lead)])
+    lines = [title, header + "  " + "  ".join(f"{n[:12]:>12}" for n in columns)]
+    for group, (first, cells) in rows.items():
+        line = " ".join([f"{group:<12}", *(f"{c:>{w}}" for c, (_, w) in zip(first, lead, strict=True))])
+        lines.append(line + "  " + "  ".join(f"{c:>12}" for c in cells))
+    return "\n".join(lines)
+
+
 def render(arm: str, report: dict[str, GroupReport], semantics: str = "tao") -> str:
     """A plain-text table: one row per group, the overall share and one column per logit."""
     names = list(CLASSES) + (["no_object"] if len(next(iter(report.values())).per_class) > len(CLASSES) else [])
-    header = f"{'group':<12} {'queries':>7} {'box':>6} {'any':>6}  " + "  ".join(f"{n[:12]:>12}" for n in names)
     title = (
         f"arm {arm}, semantics {semantics}: share of queries whose classification logits get a non-zero gradient "
         "(any class, each class), and whose last-layer box does (box)"
     )
-    lines = [title, header]
-    for group in GROUPS:
-        r = report[group]
-        cells = "  ".join(f"{v:>12.2f}" for v in r.per_class)
-        lines.append(f"{group:<12} {r.queries:>7} {r.with_box_gradient:>6.2f} {r.with_gradient:>6.2f}  {cells}")
-    return "\n".join(lines)
+    rows = {
+        group: (
+            [str(r.queries), f"{r.with_box_gradient:.2f}", f"{r.with_gradient:.2f}"],
+            [f"{v:.2f}" for v in r.per_class],
+        )
+        for group, r in ((g, report[g]) for g in GROUPS)
+    }
+    return render_table(title, [("queries", 7), ("box", 6), ("any", 6)], names, rows)
+
+
+class LoadError(ValueError):
+    """A loss named on the command line cannot be loaded."""
+
+
+def load_loss(spec: str, from_file: bool = False, init: dict | None = None) -> Callable:
+    """``package.module:Name`` (imported) or ``path/file.py:Name`` (executed: this runs the file's code);
+    a class is instantiated with ``init``."""
+    where, sep, attr = spec.rpartition(":")
+    if not sep or not where or not attr:
+        raise LoadError(f"expected {'path/file.py' if from_file else 'package.module'}:Name, got {spec!r}")
+    try:
+        module = _load_module(where) if from_file else importlib.import_module(where)
+    except LoadError:
+        raise
+    except Exception as error:
+        raise LoadError(f"loading {where} failed: {type(error).__name__}: {error}") from error
+    try:
+        target = reduce(getattr, attr.split("."), module)
+    except AttributeError:
+        raise LoadError(f"{where} has no attribute {attr!r}") from None
+    if init is not None and not inspect.isclass(target):
+        raise LoadError(f"--init given but {attr} is not a class")
+    if inspect.isclass(target):
+        try:
+            target = target(**(init or {}))
+        except Exception as error:
+            raise LoadError(f"{attr}(**{init or {}}) failed: {type(error).__name__}: {error}") from error
+    if not callable(target):
+        raise LoadError(f"{attr} is not callable")
+    return target
+
+
+def _load_module(where: str):
+    """Execute a file outside any package as a module (this runs its code); its folder is importable meanwhile."""
+    path = Path(where).resolve()
+    if not path.is_file():
+        raise LoadError(f"no such file: {where}")
+    module_spec = importlib.util.spec_from_file_location(f"_contract_{path.stem}", path)
+    if module_spec is None or module_spec.loader is None:
+        raise LoadError(f"cannot load {where} as Python source")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_spec.name] = module  # as importlib's recipe: dataclasses and pickling look the module up
+    sys.path.insert(0, str(path.parent))
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_spec.name]
+        raise
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
+
+
+def _contract_main(args: argparse.Namespace) -> int:
+    """``--loss-fn`` / ``--loss-file``: the background-supervision contract on a user's loss; 0 ok, 1 failed, 2 bad
+    input (one line on stderr)."""
+    from .contract import ContractError, check, render_contract
+
+    spec = args.loss_fn or args.loss_file
+    try:
+        try:
+            init = None if args.init is None else json.loads(args.init)
+        except json.JSONDecodeError as error:
+            raise LoadError(f"--init is not valid JSON ({error}): {args.init!r}") from None
+        if init is not None and not isinstance(init, dict):
+            raise LoadError(f"--init must be a JSON object, got {args.init!r}")
+        loss_fn = load_loss(spec, from_file=args.loss_file is not None, init=init)
+        report = check(loss_fn, args.num_classes, args.convention, args.seed, name=spec.rpartition(":")[2])
+    except (ContractError, LoadError) as error:
+        print(f"audit: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    print(report.to_json() if args.json else render_contract(report))
+    return 0 if report.ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sparse4d_lab.supervision.audit", description=__doc__)
-    parser.add_argument("--arm", required=True, choices=sorted(REGISTRY))
+    from .contract import CONVENTIONS
+
+    parser = argparse.ArgumentParser(
+        prog="python -m sparse4d_lab.supervision.audit",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--arm", choices=sorted(REGISTRY))
+    target.add_argument(
+        "--loss-fn",
+        metavar="package.module:Name",
+        help="check your own classification loss: import it (this runs the module's import-time code)",
+    )
+    target.add_argument(
+        "--loss-file",
+        metavar="path/to/file.py:Name",
+        help="check a loss defined in a file outside any package; WARNING: this executes the file's code",
+    )
+    parser.add_argument("--init", metavar="JSON", help="keyword arguments if Name is a class, e.g. '{\"gamma\": 2.0}'")
+    parser.add_argument(
+        "--convention",
+        default="mmdet",
+        choices=list(CONVENTIONS),
+        help="how the loss is called (default mmdet): mmdet loss(pred [N, C], target [N]) with C = background; detr "
+        "softmax over C + 1 with C = no-object; varifocal loss(pred, target_score [N, C]); adapter / "
+        "adapter_no_object: Name is adapter(logits [N, C or C + 1], labels, num_classes) -> loss (see "
+        "sparse4d_lab.supervision.contract)",
+    )
+    parser.add_argument("--num-classes", type=int, default=len(CLASSES), help="C for --loss-fn/--loss-file")
     parser.add_argument("--semantics", default="tao", choices=list(SEMANTICS), help="training rules (default tao)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=None)
     args = parser.parse_args(argv)
+    if args.arm is not None and args.init is not None:
+        parser.error("--init is for --loss-fn / --loss-file")
+    if args.arm is None:
+        return _contract_main(args)
     report = audit(args.arm, seed=args.seed, cache_dir=args.cache_dir, semantics=args.semantics)
     if args.json:
         print(json.dumps({"arm": args.arm, "semantics": args.semantics, **{k: vars(v) for k, v in report.items()}}))
