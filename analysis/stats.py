@@ -13,8 +13,9 @@ Further methods, for the tables:
 - ``sign_flip_p``: exact paired sign-flip permutation test of mean difference = 0, free of the t-test's normality
   assumption; with n pairs its p-value cannot go below 2 / 2^n (``sign_flip_min_p``, ``sign_flip_pairs_needed``).
 - ``hierarchical_bootstrap`` / ``paired_hierarchical_bootstrap``: percentile intervals from a two-level bootstrap
-  that resamples training seeds and, within each seed, test scenes, so both sources of noise enter the interval;
-  ``variance_parts`` splits the variance of the mean into its seed and test-set parts (one-way random effects).
+  that resamples training seeds and test scenes (one scene draw for every seed: all are tested on the same
+  scenes), so both sources of noise enter the interval; ``variance_parts`` splits the variance of the mean into
+  its seed and test-set parts (two-way random effects).
 - ``seeds_for_power``: paired seeds needed for the t-test to detect the observed effect (statsmodels TTestPower).
 - ``probability_of_improvement`` and ``iqm``: the rliable summaries (Agarwal et al., 2021), P(arm run beats a
   baseline run) with a bootstrap interval, and the interquartile mean of the runs.
@@ -23,7 +24,6 @@ Further methods, for the tables:
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -31,10 +31,10 @@ import numpy as np
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
-from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 CONFIDENCE = 0.95
 IQM_MIN_RUNS = 5  # rliable: the interquartile mean needs at least 5 runs to trim anything on both sides
+MAX_SEEDS = 10_000  # seeds_for_power gives up beyond this (an effect near zero)
 SIGN_FLIP_EXACT_MAX = 20  # above this many pairs the sign-flip test samples 2^20 random sign patterns
 METHOD = (
     "two-sided paired t-test over seeds (scipy.stats.ttest_rel); 95 % CI of the mean paired difference from the t "
@@ -165,44 +165,38 @@ class Interval:
     n_scenes: int
 
 
-def _two_level(values: Mapping[int, Mapping[str, float]]) -> tuple[list[np.ndarray], int]:
-    """Finite scene values per seed (seeds without any dropped) and the number of distinct scenes among them."""
-    rows, scenes = [], set()
-    for seed in sorted(values):
-        kept = {k: v for k, v in values[seed].items() if _is_finite(v)}
-        if kept:
-            rows.append(np.asarray(list(kept.values()), float))
-            scenes |= kept.keys()
-    return rows, len(scenes)
+def _grid(values: Mapping[int, Mapping[str, float]]) -> np.ndarray:
+    """``[seeds, scenes]`` of the scenes every seed has a finite value for (seeds without any such scene dropped):
+    every seed of a study is tested on the same scenes, so seeds and scenes are crossed, not nested."""
+    rows = {s: {c: v for c, v in values[s].items() if _is_finite(v)} for s in sorted(values)}
+    rows = {s: r for s, r in rows.items() if r}
+    common = sorted(set.intersection(*(set(r) for r in rows.values()))) if rows else []
+    return np.asarray([[r[c] for c in common] for r in rows.values()], float).reshape(len(rows), len(common))
 
 
-def _bootstrap_rows(rows: list[np.ndarray], n_scenes: int, reps: int, confidence: float, seed: int) -> Interval:
-    k = len(rows)
-    if k == 0:
-        return Interval(math.nan, math.nan, math.nan, 0, 0)
+def _bootstrap_grid(grid: np.ndarray, reps: int, confidence: float, seed: int) -> Interval:
+    k, m = grid.shape
+    if k == 0 or m == 0:
+        return Interval(math.nan, math.nan, math.nan, k, m)
     rng = np.random.default_rng(seed)
-    drawn = rng.integers(0, k, size=(reps, k))  # seeds drawn with replacement, per replicate
-    scene_means = np.empty((reps, k))
-    for i, row in enumerate(rows):  # loop over seeds; vectorised over replicates and draws
-        where = drawn == i
-        picks = rng.integers(0, row.size, size=(int(where.sum()), row.size))
-        scene_means[where] = row[picks].mean(axis=1)
-    boot = scene_means.mean(axis=1)
+    seeds = rng.integers(0, k, size=(reps, k, 1))  # one draw of seeds and one of scenes per replicate: the
+    scenes = rng.integers(0, m, size=(reps, 1, m))  # scenes drawn are the same for every seed drawn
+    boot = grid[seeds, scenes].mean(axis=(1, 2))
     low, high = np.quantile(boot, [(1 - confidence) / 2, (1 + confidence) / 2])
-    estimate = float(np.mean([row.mean() for row in rows]))
-    return Interval(estimate, float(low), float(high), k, n_scenes)
+    return Interval(float(grid.mean()), float(low), float(high), k, m)
 
 
 def hierarchical_bootstrap(
     values: Mapping[int, Mapping[str, float]], reps: int = 10000, confidence: float = 0.95, seed: int = 0
 ) -> Interval:
-    """Percentile interval of the mean over seeds of the mean over scenes (values: seed -> scene -> value).
+    """Percentile interval of the mean over seeds and test scenes (values: seed -> scene -> value).
 
-    Both the training seed and the test scenes are random, so each replicate resamples seeds with replacement
-    and then each drawn seed's scenes with replacement. Non-finite values are dropped; no seed left -> NaN.
+    Both the training seeds and the test scenes are samples: another seed set or another draw of test scenes
+    would give another mean. Each replicate resamples seeds and scenes with replacement, independently; as every
+    seed is tested on the same scenes, one scene draw serves all drawn seeds (a scene's difficulty is shared by
+    every run, so it must not average out over seeds). Only scenes that every seed has count; NaN without any.
     """
-    rows, n_scenes = _two_level(values)
-    return _bootstrap_rows(rows, n_scenes, reps, confidence, seed)
+    return _bootstrap_grid(_grid(values), reps, confidence, seed)
 
 
 def paired_hierarchical_bootstrap(
@@ -212,44 +206,37 @@ def paired_hierarchical_bootstrap(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> Interval:
-    """Two-level bootstrap of the mean paired difference arm - baseline over common seeds and common scenes.
-
-    The same seed and scene draw is applied to both arms, which (the mean being linear) is the hierarchical
-    bootstrap of the per-(seed, scene) differences: noise the arms share per seed or per scene cancels.
-    """
+    """The same bootstrap of the mean paired difference arm - baseline over common seeds and scenes: one draw
+    applies to both arms (the mean being linear, it is the bootstrap of the per-(seed, scene) differences), so
+    what the arms share per seed or per scene cancels."""
     diffs = {}
     for s in arm.keys() & baseline.keys():
         a, b = arm[s], baseline[s]
         diffs[s] = {c: a[c] - b[c] for c in a.keys() & b.keys() if _is_finite(a[c]) and _is_finite(b[c])}
-    rows, n_scenes = _two_level(diffs)
-    return _bootstrap_rows(rows, n_scenes, reps, confidence, seed)
+    return _bootstrap_grid(_grid(diffs), reps, confidence, seed)
 
 
 def variance_parts(values: Mapping[int, Mapping[str, float]]) -> tuple[float, float]:
-    """(seed part, test-set part) of Var(grand mean) from a one-way random-effects decomposition.
+    """(seed part, test-set part) of the variance of the mean over a k seeds x m scenes grid.
 
-    With k seeds of m scenes each: s_w^2 = mean over seeds of the sample variance of its scene values,
-    s_b^2 = sample variance of the k seed means (which contains s_w^2 / m of scene noise). Then
-    test-set part = s_w^2 / (m k) and seed part = max(0, s_b^2 - s_w^2 / m) / k. If seeds have different
-    numbers of finite scenes, m is their harmonic mean (this keeps both parts unbiased). NaN when k < 2 or
-    some seed has fewer than 2 scenes.
+    Seed part: the sample variance of the k seed means / k; test-set part: the sample variance of the m scene
+    means / m. Under a two-way random-effects model (seed, scene, their interaction) they estimate
+    sd_seed^2 / k and sd_scene^2 / m, each plus the interaction's sd^2 / (k m). Only the test-set part shrinks with
+    a larger test split. NaN with fewer than 2 seeds or 2 common scenes.
     """
-    rows, _ = _two_level(values)
-    k = len(rows)
-    if k < 2 or min(row.size for row in rows) < 2:
+    grid = _grid(values)
+    k, m = grid.shape
+    if k < 2 or m < 2:
         return math.nan, math.nan
-    m = k / sum(1 / row.size for row in rows)
-    s_w2 = float(np.mean([row.var(ddof=1) for row in rows]))
-    s_b2 = float(np.var([row.mean() for row in rows], ddof=1))
-    return max(0.0, s_b2 - s_w2 / m) / k, s_w2 / (m * k)
+    return float(grid.mean(axis=1).var(ddof=1)) / k, float(grid.mean(axis=0).var(ddof=1)) / m
 
 
 def seeds_for_power(differences: Sequence[float], alpha: float, power: float = 0.8) -> float:
     """Paired seeds needed for the two-sided paired t-test to reach ``power`` at level ``alpha`` if the true
     effect were the observed one (effect size |mean| / sample std), rounded up and at least 2.
 
-    NaN for fewer than 2 finite differences, a zero mean, or when statsmodels' solver does not converge. With
-    no spread (std 0, mean != 0) any two seeds already show the difference: 2.
+    NaN for fewer than 2 finite differences, a zero mean, or more than ``MAX_SEEDS``. With no spread (std 0,
+    mean != 0) any two seeds already show the difference: 2.
     """
     d = _finite(differences)
     if d.size < 2 or d.mean() == 0:
@@ -257,16 +244,14 @@ def seeds_for_power(differences: Sequence[float], alpha: float, power: float = 0
     std = float(d.std(ddof=1))
     if std == 0:
         return 2.0
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)  # a failed solve returns NaN, handled below
-            n = TTestPower().solve_power(
-                effect_size=abs(float(d.mean())) / std, alpha=alpha, power=power, alternative="two-sided"
-            )
-        n = float(np.squeeze(n))
-    except (RuntimeError, ValueError):
-        return math.nan
-    return float(max(2, math.ceil(n))) if math.isfinite(n) else math.nan
+    effect = abs(float(d.mean())) / std
+    reached = TTestPower().power  # the smallest whole n that reaches it (statsmodels' solver fails on big effects)
+    n = 2
+    while reached(effect_size=effect, nobs=n, alpha=alpha, alternative="two-sided") < power:
+        n += 1
+        if n > MAX_SEEDS:
+            return math.nan
+    return float(n)
 
 
 def probability_of_improvement(
