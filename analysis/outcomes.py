@@ -183,13 +183,13 @@ def _rows(table: pd.DataFrame, fmt: Fmt) -> list[list[str]]:
 
 
 METHOD = (
-    "Primary outcomes. mean [95 % CI]: two-level bootstrap over seeds and test scenes, one scene draw for all "
-    "seeds (percentile, 10,000 draws; the mean of per-scene values). var: the share of the mean's variance from "
-    "seeds and from test scenes. Δ: mean paired difference (arm - baseline), CI by the paired two-level bootstrap. p (t): two-sided "
-    "paired t-test; p (sign-flip): exact paired sign-flip test; p (Holm): the t-test's p after Holm's correction "
-    "over every primary test, ✓ where it stays below 0.05. P(better): probability that a run of the arm beats a "
-    "run of the baseline (ties count half), bootstrap CI. seeds for 80 %: paired seeds a t-test needs for 80 % "
-    "power at the corrected level, given the observed effect and spread."
+    "Primary outcomes. mean [95 % CI]: two-level bootstrap over seeds and test scenes, one scene draw for all seeds "
+    "(percentile, 10,000 draws; the mean of per-scene values). var: the share of the mean's variance from seeds and "
+    "from test scenes. Δ: mean paired difference (arm - baseline), CI by the paired two-level bootstrap. p (t): two-"
+    "sided paired t-test; p (sign-flip): exact paired sign-flip test; p (Holm): the t-test's p after Holm's "
+    "correction over every primary test, ✓ where it stays below 0.05. P(better): probability that a run of the arm "
+    "beats a run of the baseline (ties count half), bootstrap CI. seeds for 80 %: paired seeds a t-test needs for 80 "
+    "% power at the corrected level, given the observed effect and spread."
 )
 
 
