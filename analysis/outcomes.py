@@ -30,6 +30,7 @@ from .stats import (
     sign_flip_min_p,
     sign_flip_p,
     sign_flip_pairs_needed,
+    summarize,
     variance_parts,
 )
 from .table import SPEC, Fmt, _latex_table, _markdown_table, _rich_table, latex_escape, usable_runs
@@ -77,8 +78,9 @@ def outcome_table(
             boot = hierarchical_bootstrap(scenes)
             var_seed, var_test = variance_parts(scenes)
             row = {
-                "arm": arm, "metric": metric, "title": title, "primary": True, "mean": _mean(values.values()),
-                "iqm": iqm(list(values.values())), "boot_low": boot.low, "boot_high": boot.high,
+                "arm": arm, "metric": metric, "title": title, "primary": True,
+                "mean": summarize(list(values.values())).mean, "iqm": iqm(list(values.values())),
+                "boot_low": boot.low, "boot_high": boot.high,
                 "n_scenes": boot.n_scenes, "var_seed": var_seed, "var_test": var_test,
             }  # fmt: skip
             if arm != baseline and baseline is not None:
@@ -104,11 +106,6 @@ def outcome_table(
     level = ALPHA / max(family, 1)  # Holm's first step: the level the smallest p must meet
     table["seeds_needed"] = [seeds_for_power(d, level, POWER) if isinstance(d, list) else math.nan for d in table["_d"]]
     return table.drop(columns="_d")
-
-
-def _mean(values) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else math.nan
 
 
 def outcome_notes(table: pd.DataFrame, command: str, arms: Sequence[str], seeds: Sequence[int]) -> list[str]:
