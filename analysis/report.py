@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlflow import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 from rich.console import Console, RenderableType
 from rich.markdown import Markdown
 
@@ -133,6 +135,16 @@ def log_report(mlflow: MlflowClient, parent_id: str, report: Report, out_dir: Pa
         folder = path.parent.relative_to(out_dir).as_posix()
         retry_while_locked(lambda p=path, f=folder: mlflow.log_artifact(parent_id, str(p), None if f == "." else f))
     retry_while_locked(lambda: mlflow.set_tag(parent_id, "missing_runs", str(len(report.missing))))
+    note = run_description(report.markdown)
+    retry_while_locked(lambda: mlflow.set_tag(parent_id, MLFLOW_RUN_NOTE, note))
+
+
+def run_description(markdown: str, limit: int = MAX_TAG_VAL_LENGTH) -> str:
+    """The report as the parent run's description (shown on its page), cut at a line within MLflow's tag limit."""
+    if len(markdown) <= limit:
+        return markdown
+    tail = "\n\n(continued in the artifact study_table.md)\n"
+    return markdown[: markdown.rfind("\n", 0, limit - len(tail))] + tail
 
 
 def study_report(uri: str, parent_id: str, out_dir: Path) -> str:
@@ -172,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--query", help="MLflow filter over job runs, e.g. \"tags.arm = 'paq'\"")
     parser.add_argument("--baseline", help="the arm the others are compared with (default: the study's, or the first)")
     parser.add_argument("--primary", help="comma-separated primary metric keys (default: the study file's)")
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
+    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db")
     parser.add_argument("--experiment", default="sparse4d_lab")
     parser.add_argument("--out", default=None, help="output folder (default reports/<study or comparison>)")
     parser.add_argument("--no-figures", action="store_true", help="tables only")

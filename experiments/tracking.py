@@ -48,17 +48,25 @@ def client(uri: str) -> MlflowClient:
     return mlflow
 
 
+# MLflow 3 opens an experiment on its GenAI overview unless it is marked as model training: then on the runs table.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def experiment_id(mlflow: MlflowClient, name: str) -> str:
-    """Get or create the experiment (creating a fresh SQLite store runs its schema migration, once)."""
+    """Get or create the experiment, marked as model training (creating a fresh SQLite store runs its schema
+    migration, once)."""
 
     def get_or_create() -> str:
         exp = mlflow.get_experiment_by_name(name)
-        if exp is not None:
-            return exp.experiment_id
-        try:
-            return mlflow.create_experiment(name)
-        except MlflowException:  # another process created it first
-            return mlflow.get_experiment_by_name(name).experiment_id
+        if exp is None:
+            try:
+                return mlflow.create_experiment(name, tags=EXPERIMENT_KIND)
+            except MlflowException:  # another process created it first
+                exp = mlflow.get_experiment_by_name(name)
+        for key, value in EXPERIMENT_KIND.items():  # an experiment made before the mark (a user's own mark stays)
+            if key not in exp.tags:
+                mlflow.set_experiment_tag(exp.experiment_id, key, value)
+        return exp.experiment_id
 
     return retry(get_or_create)
 

@@ -273,6 +273,16 @@ def test_duplicate_runs_of_one_seed_count_once_and_are_named():
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def test_a_long_report_is_cut_at_a_line_within_the_tag_limit_and_says_where_the_rest_is():
+    lines = [f"| row {i} | {'x' * 50} |" for i in range(300)]
+    markdown = "\n".join(lines)
+    cut = report.run_description(markdown, limit=1000)
+    assert len(cut) <= 1000 and cut.endswith("(continued in the artifact study_table.md)\n")
+    kept = cut.split("\n\n(continued")[0].split("\n")
+    assert kept == lines[: len(kept)] and len(cut) + len(lines[len(kept)]) + 1 > 1000  # whole lines, all that fit
+    assert report.run_description("short") == "short"
+
+
 def test_study_report_writes_every_format_logs_them_and_closes_the_parent(store, tmp_path):
     mlflow = store["mlflow"]
     markdown = report.study_report(store["uri"], store["parent"], tmp_path)
@@ -299,6 +309,7 @@ def test_study_report_writes_every_format_logs_them_and_closes_the_parent(store,
 
     parent = mlflow.get_run(store["parent"])
     assert parent.info.status == "FINISHED" and parent.data.tags["missing_runs"] == "2"
+    assert parent.data.tags["mlflow.note.content"] == markdown  # the run page's description
     logged = {a.path for a in mlflow.list_artifacts(store["parent"])}
     assert {"study_table.md", "study_table.csv", "study_table.tex", "figures"} <= logged
     figures = sorted((tmp_path / "figures").iterdir())

@@ -232,16 +232,10 @@ print(*work(study, StudyLock(url, "race"), objective, n, max_failed=n))
 """
 
 
-POSTGRES = os.environ.get("SWEEPS_TEST_POSTGRES")  # e.g. postgresql+psycopg2://user@host/db, a database to write to
-
-
-@pytest.mark.parametrize(
-    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(not POSTGRES, reason="no PostgreSQL"))]
-)
-def test_concurrent_workers_stop_at_exactly_n_trials(backend, tmp_path):
-    url, go = POSTGRES if backend == "postgresql" else f"sqlite:///{tmp_path / 'sweeps.db'}", tmp_path / "go"
-    if backend == "postgresql" and "race" in optuna.get_all_study_names(url):
-        optuna.delete_study(study_name="race", storage=url)
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_concurrent_workers_stop_at_exactly_n_trials(backend, tmp_path, request):
+    url = request.getfixturevalue("postgres") if backend == "postgresql" else f"sqlite:///{tmp_path / 'sweeps.db'}"
+    go = tmp_path / "go"
     study = optuna.create_study(study_name="race", storage=storage(url, None))
     study.enqueue_trial({"x": 0.5})  # a waiting trial (queued, or claimed by a worker that died) is run, not lost
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -1,0 +1,28 @@
+"""Shared fixtures: a fresh database on the test PostgreSQL server (started by .ci/run)."""
+
+import hashlib
+import os
+
+import pytest
+import sqlalchemy
+
+SERVER = os.environ.get("SPARSE4D_LAB_TEST_POSTGRES")  # postgresql+psycopg2://user@host:port, no database
+IN_CI = os.environ.get("SPARSE4D_LAB_CI") == "1"
+
+
+@pytest.fixture
+def postgres(request) -> str:
+    """A SQLAlchemy URL of an empty database of its own. Outside CI the test is skipped without a server; in CI a
+    missing server fails it, so the tests that need PostgreSQL cannot silently not run."""
+    if not SERVER:
+        why = "no PostgreSQL: set SPARSE4D_LAB_TEST_POSTGRES=postgresql+psycopg2://user@host:port (.ci/run does)"
+        if IN_CI:
+            pytest.fail(f"CI must run the PostgreSQL tests; {why}")
+        pytest.skip(why)
+    name = "test_" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:16]
+    admin = sqlalchemy.create_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return f"{SERVER}/{name}"
