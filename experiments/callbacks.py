@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from sparse4d_lab.data import ConfigError
 
 from . import tracking
+from .progress import StudyProgress
 from .resources import MULTIRUN_JOBS_ENV, launcher_jobs, uses_ddp
 
 STUDY_RUN_ENV = "SPARSE4D_LAB_STUDY_RUN"
@@ -96,6 +97,12 @@ class StudyCallback(Callback):
     """Before a study's jobs: create the store once and the parent run, whose id the jobs read from the
     environment. After them: the comparison table, printed and logged to the parent run."""
 
+    progress: StudyProgress | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Launchers ship the callbacks to the job processes: the progress watcher stays in the study's process."""
+        return {k: v for k, v in self.__dict__.items() if k != "progress"}
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if uses_ddp(config.trainer) and launcher_jobs(config.hydra.launcher) != 1:
             # Lightning starts a DDP job's other ranks by re-running the command line, which a joblib worker lacks.
@@ -105,7 +112,8 @@ class StudyCallback(Callback):
             )
         stop_on_sigterm()
         # One job (or fewer than n_jobs) must not keep the cores joblib would have shared among n_jobs.
-        os.environ[MULTIRUN_JOBS_ENV] = str(math.prod(len(v) for v in sweep_values(config.hydra).values()))
+        total = math.prod(len(v) for v in sweep_values(config.hydra).values())
+        os.environ[MULTIRUN_JOBS_ENV] = str(total)
         if not config.get("study"):
             return
         parent = study_parent(config, config.hydra)
@@ -113,10 +121,14 @@ class StudyCallback(Callback):
         mlflow = tracking.client(tracking.tracking_uri(config.logger.tracking_uri))
         local = config.hydra.launcher._target_.endswith(LOCAL_LAUNCHERS)
         atexit.register(mark_killed_if_unfinished, mlflow, parent, jobs_too=local)
+        slots = launcher_jobs(config.hydra.launcher) if local else total  # a cluster runs them all at once
+        self.progress = StudyProgress(mlflow, parent, config.study, total, slots).start()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.get("study"):
             return
+        if self.progress is not None:
+            self.progress.stop()
         parent = os.environ.pop(STUDY_RUN_ENV, None) or study_parent(config, config.hydra)
         from analysis.report import study_report  # analysis reads MLflow only; imported when a study ends
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.entities import Metric, Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
@@ -31,6 +31,8 @@ from .build import build_components, validate
 from .callbacks import STUDY_RUN_ENV, study_parent
 from .checks import require_writable
 from .lease import HEARTBEAT_TAG, OWNER_TAG, claim, claim_lock, heartbeat, new_owner, owner_alive
+from .progress import JobProgressBar
+from .quiet import quiet_third_parties
 from .resources import cpu_ranks, share_cores
 from .resume import RandomStates, logged_steps, new_metrics, readable_checkpoint, record_resume
 
@@ -147,6 +149,7 @@ def train_job(cfg: DictConfig, kind: str = "job", raise_failure: bool = False) -
     """Run one job; returns its test metrics, or None if it was skipped or failed (a failure is in MLflow, and
     with ``raise_failure`` raised as JobFailed: a job run alone must exit non-zero, one in a study must not stop
     the others)."""
+    quiet_third_parties()
     validate(cfg)
     identity = job_identity(cfg)
     job_hash = tracking.config_hash(identity)
@@ -258,6 +261,7 @@ def fit_and_test(
 ) -> dict[str, float]:
     """Train and test one job into an existing MLflow run; ``callbacks`` join the trainer's (e.g. a pruner),
     ``logged`` holds the last step of each metric the run has (a resumed job's replayed steps are left out)."""
+    quiet_third_parties()  # also for a sweep's trials, which come here directly
     threads = share_cores(cfg.threads, cpu_ranks(cfg.trainer))
     pl.seed_everything(int(cfg.seed), workers=True)
     datamodule, module = build_components(cfg)
@@ -270,7 +274,7 @@ def fit_and_test(
     trainer = pl.Trainer(
         **trainer_args,
         logger=logger,
-        callbacks=[checkpoint, RandomStates(), RichProgressBar(), *callbacks],
+        callbacks=[checkpoint, RandomStates(), JobProgressBar(f"{cfg.loss.arm} seed {cfg.seed}"), *callbacks],
         default_root_dir=cfg.paths.output_dir,
         enable_model_summary=False,
     )

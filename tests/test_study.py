@@ -109,6 +109,11 @@ def test_smoke_study_end_to_end_then_skips_finished_jobs(workdir):
     rows = [line for line in table.read_text().splitlines() if line.startswith("| focal")]
     assert [r.split("|")[1].strip() for r in rows] == ["focal_filtered", "focal_onehot"]  # baseline first
     assert "focal_filtered" in out.stdout
+    printed = out.stdout + out.stderr
+    assert "study loss_fix: 2/2 jobs finished, 0 running, 0 failed; elapsed" in printed  # the study's last line
+    assert "study loss_fix: 0/2 jobs finished, 2 running" in printed  # a line when both jobs had started
+    for noise in ("GPU available", "TPU available", "litlogger", "LeafSpec", "noload"):
+        assert noise not in printed
 
     steps = {c.info.run_id: len(client.get_metric_history(c.info.run_id, "train/loss")) for c in children}
     run(workdir, "+ab=loss_fix", *ONE_SEED)  # the same command again: every job already finished

@@ -1,0 +1,59 @@
+"""The study's progress line and the trimmed job output."""
+
+import logging
+import warnings
+
+import pytest
+
+from experiments.progress import JobProgressBar, clock, counts, line
+from experiments.quiet import quiet_third_parties
+
+
+def test_counts_and_the_estimate_from_measured_job_times():
+    runs = [
+        ("FINISHED", 0.0, 100.0),  # 100 s
+        ("FINISHED", 10.0, 310.0),  # 300 s: mean 200 s
+        ("FAILED", 20.0, 30.0),  # failed jobs are neither finished nor measured
+        ("RUNNING", 250.0, None),  # 150 s in at now = 400: 50 s left of the mean
+    ]
+    c = counts(runs, total=7, slots=2, now=400.0)
+    assert (c.total, c.finished, c.running, c.failed) == (7, 2, 1, 1)
+    assert c.eta_s == pytest.approx((3 * 200 + 50) / 2)  # 3 not started
+    assert counts([("RUNNING", 0.0, None)], total=2, slots=2, now=5.0).eta_s is None  # nothing measured yet
+    assert counts([("RUNNING", 0.0, None)] * 2, 2, 2, 500.0).running == 2
+    late = counts([("FINISHED", 0.0, 10.0), ("RUNNING", 0.0, None)], total=2, slots=1, now=100.0)
+    assert late.eta_s == 0.0  # a job running past the mean adds nothing, not a negative time
+
+
+def test_the_line_says_jobs_of_total_elapsed_and_eta():
+    c = counts([("FINISHED", 0.0, 90.0), ("RUNNING", 60.0, None)], total=4, slots=2, now=120.0)
+    assert line("loss_fix", c, 125.0) == (
+        "study loss_fix: 1/4 jobs finished, 1 running, 0 failed; elapsed 2:05, ETA 1:45"  # (2 x 90 + 30) / 2 = 105 s
+    )
+    assert clock(3725.4) == "1:02:05" and clock(59.6) == "1:00"
+
+
+def test_job_bars_carry_arm_and_seed():
+    bar = JobProgressBar("focal_onehot seed 3")
+    assert bar.validation_description == "focal_onehot seed 3 Validation"
+    assert bar.test_description == "focal_onehot seed 3 Test"
+
+
+def test_banners_and_known_library_warnings_are_dropped_at_their_source_and_ours_stay(caplog):
+    quiet_third_parties()
+    quiet_third_parties()  # idempotent: one filter, not two
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    assert len(rank_zero.filters) == 1
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
+        rank_zero.info("GPU available: False, used: False")
+        rank_zero.info("💡 Tip: For seamless cloud logging ...")
+        rank_zero.info("Restoring states from the checkpoint path at x.ckpt")
+    assert [r.getMessage() for r in caplog.records] == ["Restoring states from the checkpoint path at x.ckpt"]
+    with warnings.catch_warnings(record=True) as caught:
+        quiet_third_parties()  # catch_warnings restores the filters on exit, so set them inside
+        warnings.simplefilter("always")
+        quiet_third_parties()
+        message = "`isinstance(treespec, LeafSpec)` is deprecated, use ..."
+        warnings.warn_explicit(message, FutureWarning, "_pytree.py", 21, module="lightning.pytorch.utilities._pytree")
+        warnings.warn_explicit(message, FutureWarning, "job.py", 1, module="experiments.job")  # not a library's
+    assert [w.filename for w in caught] == ["job.py"]
