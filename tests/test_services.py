@@ -2,27 +2,18 @@
 
 import csv
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from services import free_port, serving
 
 from analysis.report import run_description
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -31,22 +22,8 @@ def mlflow_server(postgres, tmp_path):
     port = free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres, "--workers", "1"]
     command += ["--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port)]
-    with open(tmp_path / "server.log", "w") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                if answer.read() == b"OK":
-                    break
-        except OSError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError((tmp_path / "server.log").read_text()[-3000:])
-        time.sleep(0.5)
-    yield url
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=30)
+    with serving(command, f"http://127.0.0.1:{port}/health", tmp_path / "server.log", ready=b"OK"):
+        yield f"http://127.0.0.1:{port}"
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import optuna
@@ -15,6 +16,7 @@ from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import OmegaConf
 from optuna.trial import TrialState, create_trial
+from services import free_port, serving
 
 import sweeps.trial
 from sparse4d_lab.data import ConfigError
@@ -421,6 +423,22 @@ def test_smoke_sweep_end_to_end_then_two_workers_resume_it(tmp_path, cache):
     _, *worker_dirs = sorted((work_dir / "outputs" / "sweeps" / "smoke").iterdir())  # the first run's, the workers'
     ran = [sorted(p.name for p in d.glob("trial_*")) for d in worker_dirs]
     assert sorted(ran) == [["trial_0003"], ["trial_0004"]]  # each worker ran one of the two new trials
+
+    # optuna-dashboard on the sweep's database answers with its trials (its JSON API, as the page reads it).
+    port = free_port()
+    dashboard = [str(Path(sys.executable).with_name("optuna-dashboard")), url, "--host", "127.0.0.1"]
+    dashboard += ["--port", str(port)]
+    with serving(dashboard, f"http://127.0.0.1:{port}/api/studies", tmp_path / "dashboard.log") as api:
+        [listed] = json.load(urllib.request.urlopen(api, timeout=30))["study_summaries"]
+        assert (listed["study_name"], listed["directions"]) == ("smoke", ["maximize", "minimize"])
+        detail = json.load(urllib.request.urlopen(f"{api}/{listed['study_id']}", timeout=30))
+    shown = {t["number"]: t for t in detail["trials"]}
+    assert sorted(shown) == list(range(5))
+    for trial in resumed.trials:
+        assert shown[trial.number]["state"] == "Complete" and shown[trial.number]["values"] == trial.values
+        assert {p["name"]: p["param_external_value"] for p in shown[trial.number]["params"]} == {
+            k: str(v) for k, v in trial.params.items()
+        }
 
 
 @pytest.mark.slow
