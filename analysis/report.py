@@ -7,8 +7,9 @@
     python -m analysis.report --query "tags.arm = 'paq'" [--baseline ARM]
 
 Reads MLflow only. Writes under ``reports/<study>/`` (``--out``): ``study_table.md``, ``study_table.tex``,
-``study_table.csv`` (tidy: one row per arm and metric), ``primary_outcomes.tex`` and ``.csv`` when the study declares
-primary outcomes (``analysis.outcomes``), ``paq_table.tex`` when an arm uses PaQ, and ``figures/``;
+``study_table.csv`` (tidy: one row per arm and metric), ``study_report.html`` (all of it, figures embedded, in one
+page), ``primary_outcomes.tex`` and ``.csv`` when the study declares primary outcomes (``analysis.outcomes``),
+``paq_table.tex`` when an arm uses PaQ, and ``figures/``;
 prints the tables, and logs everything to the study's parent run. Runs that are missing or did not finish are
 listed under the table, never averaged away.
 """
@@ -30,6 +31,7 @@ from rich.markdown import Markdown
 
 from sparse4d_lab.locks import retry_while_locked
 
+from .html import to_html
 from .outcomes import outcome_notes, outcome_table, outcomes_latex, outcomes_markdown, outcomes_rich
 from .runs import (
     Artifacts,
@@ -126,6 +128,8 @@ def write_report(mlflow: MlflowClient, selection: Selection, out_dir: Path, figu
         terminal.append(Markdown(links))
         files += drawn
     files[0].write_text(markdown)
+    files.append(out_dir / "study_report.html")
+    files[-1].write_text(to_html(markdown, table, out_dir, title))
     return Report(markdown, terminal, files, missing)
 
 

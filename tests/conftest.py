@@ -1,7 +1,8 @@
-"""Shared fixtures: a fresh database on the test PostgreSQL server (started by .ci/run)."""
+"""Shared fixtures: a fresh database on the test PostgreSQL server and a Chromium (both provided by .ci/run)."""
 
 import hashlib
 import os
+import shutil
 
 import pytest
 import sqlalchemy
@@ -26,3 +27,15 @@ def postgres(request) -> str:
         connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
     return f"{SERVER}/{name}"
+
+
+@pytest.fixture
+def chromium() -> str:
+    """The path of a Chromium for headless page checks (Debian's package, which .ci/run installs)."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        why = "no Chromium: apt-get install chromium (.ci/run does)"
+        if IN_CI:
+            pytest.fail(f"CI must run the browser tests; {why}")
+        pytest.skip(why)
+    return path

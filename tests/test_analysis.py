@@ -6,10 +6,14 @@ known test metrics (one failed, one missing), metric histories, and the artifact
 
 from __future__ import annotations
 
+import base64
+import csv
 import json
 import math
+import re
 import shutil
 import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -301,8 +305,8 @@ def test_study_report_writes_every_format_logs_them_and_closes_the_parent(store,
     assert f"- {FEW} seed 2: no run" in markdown and "scipy.stats.ttest_rel" in markdown
     assert (tmp_path / "study_table.md").read_text() == markdown
 
-    csv = pd.read_csv(tmp_path / "study_table.csv")
-    assert len(csv) == 4 * len(METRICS) and {"mean", "std", "n", "diff", "ci_low", "ci_high", "p_value"} <= set(csv)
+    tidy = pd.read_csv(tmp_path / "study_table.csv")
+    assert len(tidy) == 4 * len(METRICS) and {"mean", "std", "n", "diff", "ci_low", "ci_high", "p_value"} <= set(tidy)
     tex = (tmp_path / "study_table.tex").read_text()
     assert r"\toprule" in tex and r"focal\_onehot" in tex and r"\mathbf{0.370 \pm 0.026}" in tex
     assert not (tmp_path / "paq_table.tex").exists()  # no arm of loss_fix uses PaQ
@@ -317,6 +321,67 @@ def test_study_report_writes_every_format_logs_them_and_closes_the_parent(store,
     assert {p.suffix for p in figures} == {".png", ".pdf"} and len(figures) == 2 * len(FIGURES)
     assert len(mlflow.list_artifacts(store["parent"], "figures")) == len(figures)
     assert "[score_distributions](figures/score_distributions.png)" in markdown
+
+    # One self-contained page: every figure inside it as a PNG, the tidy table at the CSV's precision.
+    page = (tmp_path / "study_report.html").read_text()
+    assert "study_report.html" in logged and 'src="figures/' not in page
+    images = re.findall(r'<img alt="([\w.-]+)" src="data:image/png;base64,([^"]+)"', page)
+    assert sorted(name for name, _ in images) == sorted(FIGURES)
+    assert all(base64.b64decode(data).startswith(b"\x89PNG\r\n\x1a\n") for _, data in images)
+    with open(tmp_path / "study_table.csv", newline="") as f:
+        assert tidy_cells(page) == list(csv.reader(f))
+
+
+def test_the_report_page_renders_in_a_browser_with_every_image_and_the_csv_numbers(store, tmp_path, chromium):
+    from playwright.sync_api import sync_playwright
+
+    report.study_report(store["uri"], store["parent"], tmp_path)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium)
+        page = browser.new_page()
+        page.goto((tmp_path / "study_report.html").as_uri(), wait_until="load")
+        heading = page.locator("h1").first.text_content()
+        images = page.evaluate("[...document.images].map(i => [i.alt, i.complete && i.naturalWidth > 0])")
+        rows = page.evaluate(
+            "[...document.querySelectorAll('table.tidy tr')].map(r => [...r.cells].map(c => c.textContent.trim()))"
+        )
+        browser.close()
+    assert heading.startswith("Study loss_fix")
+    assert sorted(name for name, _ in images) == sorted(FIGURES) and all(loaded for _, loaded in images)
+    with open(tmp_path / "study_table.csv", newline="") as f:
+        assert rows == list(csv.reader(f))
+
+
+class _Cells(HTMLParser):
+    """The header and body rows of the page's table of class ``tidy``, as text."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.inside = self.cell = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.inside = "tidy" in (dict(attrs).get("class") or "").split()
+        elif self.inside and tag == "tr":
+            self.rows.append([])
+        elif self.inside and tag in ("td", "th"):
+            self.cell = True
+            self.rows[-1].append("")
+
+    def handle_endtag(self, tag):
+        self.cell = self.cell and tag not in ("td", "th")
+        self.inside = self.inside and tag != "table"
+
+    def handle_data(self, data):
+        if self.cell:
+            self.rows[-1][-1] += data.strip()
+
+
+def tidy_cells(page: str) -> list[list[str]]:
+    parser = _Cells()
+    parser.feed(page)
+    return parser.rows
 
 
 def test_latex_table_compiles(store, tmp_path):
