@@ -177,6 +177,28 @@ def test_killed_job_resumes_into_the_same_run(workdir):
         np.testing.assert_array_equal(np.asarray(sorted(a)), np.asarray(sorted(b)), err_msg=key)
 
 
+def test_a_study_through_submitit_requeues_a_preempted_job_and_it_resumes_into_its_run(workdir):
+    # The cluster path up to the scheduler: the slurm launcher's plugin and job code, with submitit's local executor.
+    overrides = ["trainer.max_epochs=4", "trainer.limit_train_batches=2", "hydra/launcher=submitit_local"]
+    proc = start(workdir, "+ab=loss_fix", *ONE_SEED, *overrides)
+    deadline = time.time() + 300
+    while not list(workdir.glob("checkpoints/*/last.ckpt")) and time.time() < deadline:
+        time.sleep(0.05)
+    [first] = [p.parent.name for p in workdir.glob("checkpoints/*/last.ckpt")][:1]
+    client, exp = store(workdir)
+    [preempted] = [r for r in jobs(client, exp) if r.data.tags["config_hash"] == first]
+    pid = int(preempted.data.tags["owner"].split(":")[1])  # host:pid:token of the job's process
+    os.kill(pid, signal.SIGUSR2)  # what SLURM sends before pre-empting or at the time limit
+    assert proc.wait(timeout=600) == 0, (workdir.parent / "0.log").read_text()[-3000:]
+    runs = jobs(client, exp)
+    assert sorted(r.data.tags["arm"] for r in runs) == ["focal_filtered", "focal_onehot"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    [resumed] = [r for r in runs if r.info.run_id == preempted.info.run_id]
+    assert resumed.data.tags["resumes"] == "1" and "error" not in resumed.data.tags
+    [log] = [p for p in workdir.glob("outputs/studies/loss_fix/*/.submitit/*/*_log.out") if "Requeued" in p.read_text()]
+    assert "this job is preempted" in log.read_text()
+
+
 def kill_after_first_checkpoint(proc: subprocess.Popen, workdir: Path) -> None:
     deadline = time.time() + 300
     while not list(workdir.glob("checkpoints/*/last.ckpt")) and time.time() < deadline:
