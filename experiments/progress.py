@@ -64,6 +64,7 @@ class StudyProgress:
     def __init__(self, mlflow: MlflowClient, parent: str, study: str, total: int, slots: int, interval_s: float = 5):
         self.mlflow, self.parent, self.study, self.total, self.slots = mlflow, parent, study, total, slots
         self.interval_s, self.started = interval_s, time.time()
+        self.experiment = tracking.retry(lambda: mlflow.get_run(parent)).info.experiment_id
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="study-progress", daemon=True)
         self._last: tuple[int, int, int] | None = None
@@ -79,10 +80,9 @@ class StudyProgress:
 
     def report(self, force: bool = False) -> None:
         """Log a line if a job started or ended since the last one (or ``force``)."""
-        exp = self.mlflow.get_run(self.parent).info.experiment_id
         runs = [
             (r.info.status, r.info.start_time / 1000, r.info.end_time / 1000 if r.info.end_time else None)
-            for r in tracking.child_runs(self.mlflow, exp, self.parent)
+            for r in tracking.child_runs(self.mlflow, self.experiment, self.parent)
         ]
         c = counts(runs, self.total, self.slots, time.time())
         if force or (c.finished, c.running, c.failed) != self._last:

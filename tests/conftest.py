@@ -11,15 +11,18 @@ SERVER = os.environ.get("SPARSE4D_LAB_TEST_POSTGRES")  # postgresql+psycopg2://u
 IN_CI = os.environ.get("SPARSE4D_LAB_CI") == "1"
 
 
+def missing(service: str, why: str) -> None:
+    """Skip a test whose service is absent; in CI fail it, so tests that need a service cannot silently not run."""
+    if IN_CI:
+        pytest.fail(f"CI must run the {service} tests; {why}")
+    pytest.skip(why)
+
+
 @pytest.fixture
 def postgres(request) -> str:
-    """A SQLAlchemy URL of an empty database of its own. Outside CI the test is skipped without a server; in CI a
-    missing server fails it, so the tests that need PostgreSQL cannot silently not run."""
+    """A SQLAlchemy URL of an empty database of its own."""
     if not SERVER:
-        why = "no PostgreSQL: set SPARSE4D_LAB_TEST_POSTGRES=postgresql+psycopg2://user@host:port (.ci/run does)"
-        if IN_CI:
-            pytest.fail(f"CI must run the PostgreSQL tests; {why}")
-        pytest.skip(why)
+        missing("PostgreSQL", "no server: set SPARSE4D_LAB_TEST_POSTGRES=postgresql+psycopg2://user@host:port")
     name = "test_" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:16]
     admin = sqlalchemy.create_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
@@ -34,8 +37,5 @@ def chromium() -> str:
     """The path of a Chromium for headless page checks (Debian's package, which .ci/run installs)."""
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
-        why = "no Chromium: apt-get install chromium (.ci/run does)"
-        if IN_CI:
-            pytest.fail(f"CI must run the browser tests; {why}")
-        pytest.skip(why)
+        missing("browser", "no Chromium: apt-get install chromium (.ci/run does)")
     return path
