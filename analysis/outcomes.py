@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from sparse4d_lab.lit import SCENE_PREFIX
+from sparse4d_lab.eval.keys import SCENE_PREFIX
 
 from .runs import RunRecord
 from .stats import (

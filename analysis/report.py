@@ -151,10 +151,10 @@ def run_description(markdown: str, limit: int = MAX_TAG_VAL_LENGTH) -> str:
     return markdown[: markdown.rfind("\n", 0, limit - len(tail))] + tail
 
 
-def study_report(uri: str, parent_id: str, out_dir: Path) -> str:
+def study_report(uri: str, parent_id: str, out_dir: Path, figures: bool = True) -> str:
     """End of a study: build, print, save and log its report, then close its parent run; returns the Markdown."""
     mlflow = MlflowClient(tracking_uri=uri)
-    report = write_report(mlflow, select_study(mlflow, parent_id), out_dir)
+    report = write_report(mlflow, select_study(mlflow, parent_id), out_dir, figures)
     report.show()
     log_report(mlflow, parent_id, report, out_dir)
     retry_while_locked(lambda: mlflow.set_terminated(parent_id, "FINISHED"))

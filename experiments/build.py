@@ -9,7 +9,6 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from sparse4d_lab.data import (
-    ConfigError,
     MtmcConfig,
     MtmcSource,
     OvpklConfig,
@@ -20,6 +19,7 @@ from sparse4d_lab.data import (
     WarehouseSource,
 )
 from sparse4d_lab.data.real import config_from_mapping
+from sparse4d_lab.errors import ConfigError
 from sparse4d_lab.eval.collector import EvalCollector
 from sparse4d_lab.lit import OptimConfig, Sparse4DModule
 from sparse4d_lab.model.anchors import anchors_from_gt

@@ -15,7 +15,7 @@ from hydra.experimental.callback import Callback
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import DictConfig
 
-from sparse4d_lab.data import ConfigError
+from sparse4d_lab.errors import ConfigError
 
 from . import tracking
 from .progress import StudyProgress
@@ -37,9 +37,14 @@ def sweep_values(hydra: DictConfig) -> dict[str, list[str]]:
     return values
 
 
+# Keys that change only what a study's end draws: neither a job's identity nor which study a command reaches.
+REPORT_KEYS = ("figures",)
+
+
 def fixed_overrides(overrides: list[str], swept_keys: set[str]) -> list[str]:
-    """The command line without the swept values: what every job of one study shares."""
-    return sorted(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in swept_keys)
+    """The command line without the swept values and the report's own keys: what every job of one study shares."""
+    left_out = swept_keys | set(REPORT_KEYS)
+    return sorted(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in left_out)
 
 
 def study_key(study: str, overrides: list[str], swept_keys: set[str]) -> str:
@@ -134,7 +139,7 @@ class StudyCallback(Callback):
 
         out = Path(config.hydra.sweep.dir)
         uri = tracking.tracking_uri(config.logger.tracking_uri)
-        study_report(uri, parent, out)
+        study_report(uri, parent, out, figures=config.figures)
         fail_if_jobs_failed(tracking.client(uri), parent)
 
 

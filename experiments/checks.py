@@ -18,14 +18,14 @@ from pathlib import Path
 import lightning.pytorch as pl
 from omegaconf import DictConfig
 
-from sparse4d_lab.data import ConfigError
-from sparse4d_lab.eval.collector import metric_names
+from sparse4d_lab.errors import ConfigError
+from sparse4d_lab.eval.keys import metric_names
 from sparse4d_lab.lit import OptimConfig
 from sparse4d_lab.supervision.criterion import Sparse4DCriterion
 
 TOP_LEVEL = (
-    "data", "model", "loss", "trainer", "logger", "seed", "threads", "study", "baseline", "primary", "criterion",
-    "train", "eval", "paths", "semantics", "optim", "init", "pretrain", "hydra",
+    "data", "model", "loss", "trainer", "logger", "seed", "threads", "study", "baseline", "primary", "figures",
+    "criterion", "train", "eval", "paths", "semantics", "optim", "init", "pretrain", "hydra",
 )  # fmt: skip
 # What each section may hold: the parameters of the code that reads it.
 SECTIONS: dict[str, tuple[str, ...]] = {

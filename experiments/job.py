@@ -28,21 +28,19 @@ from sparse4d_lab.lit import Sparse4DModule
 
 from . import tracking
 from .build import build_components, validate
-from .callbacks import STUDY_RUN_ENV, study_parent
+from .callbacks import REPORT_KEYS, STUDY_RUN_ENV, study_parent
 from .checks import require_writable
 from .lease import HEARTBEAT_TAG, OWNER_TAG, claim, claim_lock, heartbeat, new_owner, owner_alive
-from .progress import JobProgressBar
-from .quiet import quiet_third_parties
-from .resources import cpu_ranks, share_cores
+from .quiet import JobProgressBar, quiet_third_parties
+from .resources import JOB_OVERRIDES_ENV, cpu_ranks, share_cores
 from .resume import RandomStates, logged_steps, new_metrics, readable_checkpoint, record_resume
 
 JOB_RUN_ENV = "SPARSE4D_LAB_JOB_RUN"
 JOB_RESUME_ENV = "SPARSE4D_LAB_JOB_RESUME"
-JOB_OVERRIDES_ENV = "SPARSE4D_LAB_JOB_OVERRIDES"
 
 log = logging.getLogger(__name__)
 # Config keys that say where things go or how they are read, not what is computed: left out of the job's identity.
-NOT_IDENTITY = ("paths", "logger", "hydra", "pretrain", "primary")
+NOT_IDENTITY = ("paths", "logger", "hydra", "pretrain", "primary", *REPORT_KEYS)
 
 
 def job_identity(cfg: DictConfig) -> dict[str, Any]:

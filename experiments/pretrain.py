@@ -18,7 +18,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sparse4d_lab.data import ConfigError
+from sparse4d_lab.errors import ConfigError
 from sparse4d_lab.model.config import ModelConfig
 from sparse4d_lab.model.pretrained import PRETRAIN_COMMAND, provenance_path, save_base
 from sparse4d_lab.supervision.schemes import build_scheme

@@ -3,7 +3,7 @@ processes, or on other machines, and each reports itself there).
 
 A thread of the study's process reads the parent run's children every few seconds and logs a line whenever a job
 starts or ends: jobs finished / running / failed of the total, the time since the study started and an estimate of
-what is left from the measured times of the jobs that finished. The per-job bars carry their arm and seed.
+what is left from the measured times of the jobs that finished.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import threading
 import time
 from dataclasses import dataclass
 
-from lightning.pytorch.callbacks import RichProgressBar
 from mlflow import MlflowClient
 
 from . import tracking
@@ -95,22 +94,3 @@ class StudyProgress:
                 self.report()
             except Exception as err:  # a store that hiccups must not end the study; the next beat tries again
                 log.debug("study progress: %s", err)
-
-
-class JobProgressBar(RichProgressBar):
-    """Lightning's bar with the job's arm and seed in front: jobs side by side share one terminal."""
-
-    def __init__(self, label: str):
-        super().__init__()
-        self.label = label
-
-    def _get_train_description(self, current_epoch: int) -> str:
-        return f"{self.label} {super()._get_train_description(current_epoch)}"
-
-    @property
-    def validation_description(self) -> str:
-        return f"{self.label} Validation"
-
-    @property
-    def test_description(self) -> str:
-        return f"{self.label} Test"

@@ -1,10 +1,13 @@
-"""What a job prints, trimmed to what a user reads: no accelerator banners or product tips from Lightning, and the
-known deprecation warnings of the libraries (not of this project) silenced at the module that raises them."""
+"""What a job prints, trimmed to what a user reads: its progress bar labelled with its arm and seed, no accelerator
+banners or product tips from Lightning, and the known deprecation warnings of the libraries (not of this project)
+silenced at the module that raises them."""
 
 from __future__ import annotations
 
 import logging
 import warnings
+
+from lightning.pytorch.callbacks import RichProgressBar
 
 # Lightning's rank-zero lines that say nothing about this job on a CPU study, matched at their start.
 BANNERS = ("GPU available", "TPU available", "HPU available", "💡 Tip")
@@ -29,3 +32,35 @@ def quiet_third_parties() -> None:
             logger.addFilter(_DropBanners())
     for category, message, module in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
+    if logging.getLogger().handlers:
+        print_lightning_lines_once()
+
+
+def print_lightning_lines_once() -> None:
+    """Lightning gives its loggers console handlers of their own, and lets them propagate too when the root
+    logger had handlers at its import: imported inside a Hydra job, each line would print twice. Its lines go
+    where the job's own go (Hydra's console and the job's ``run.log``), once."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+            logger.removeHandler(handler)
+        logger.propagate = True
+
+
+class JobProgressBar(RichProgressBar):
+    """Lightning's bar with the job's arm and seed in front: jobs side by side share one terminal."""
+
+    def __init__(self, label: str):
+        super().__init__()
+        self.label = label
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return f"{self.label} {super()._get_train_description(current_epoch)}"
+
+    @property
+    def validation_description(self) -> str:
+        return f"{self.label} Validation"
+
+    @property
+    def test_description(self) -> str:
+        return f"{self.label} Test"

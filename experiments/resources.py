@@ -1,4 +1,7 @@
-"""How a job shares this machine: the jobs a launcher runs side by side, a job's DDP processes, its threads."""
+"""How a job shares this machine: the jobs a launcher runs side by side, a job's DDP processes, its threads.
+
+The study's own process reads the launcher facts only; torch is imported by the functions of the jobs' processes
+that need it, so that the study starts its jobs without loading it."""
 
 from __future__ import annotations
 
@@ -6,11 +9,11 @@ import os
 import platform
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
 
 MATRIX_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # what decides matrix-product speed
 MULTIRUN_JOBS_ENV = "SPARSE4D_LAB_MULTIRUN_JOBS"  # jobs in the running multirun, for the launcher's processes
+JOB_OVERRIDES_ENV = "SPARSE4D_LAB_JOB_OVERRIDES"  # a study job's overrides, for the DDP ranks Lightning starts
 
 
 def uses_ddp(trainer: DictConfig) -> bool:
@@ -37,6 +40,8 @@ def jobs_side_by_side() -> int:
 
 def cpu_ranks(trainer: DictConfig) -> int:
     """Processes one job runs on this machine's CPU: its DDP ranks when they are CPU processes, else 1."""
+    import torch
+
     devices = trainer.get("devices")
     on_cpu = trainer.get("accelerator") == "cpu" or (
         trainer.get("accelerator") == "auto" and not torch.cuda.is_available()
@@ -49,6 +54,8 @@ def share_cores(threads: int | None, ranks: int = 1) -> int:
     by default the cores divided among the jobs running side by side and their CPU ranks. On a 2-core CPU two
     one-thread jobs train ~1.4x faster together than one two-thread job after the other: the tiny model's many
     small ops keep two threads waiting on each other, and oversubscribed cores are worse still."""
+    import torch
+
     if threads is None:
         threads = max(1, len(os.sched_getaffinity(0)) // (jobs_side_by_side() * ranks))
     torch.set_num_threads(threads)
@@ -58,6 +65,8 @@ def share_cores(threads: int | None, ranks: int = 1) -> int:
 def describe_machine() -> str:
     """CPU model, the flags that decide matrix-product speed, core count and torch version: speeds (and the last
     digits of results) compare only between runs on the same kind of machine."""
+    import torch
+
     try:
         info = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:

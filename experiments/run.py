@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from .callbacks import stop_on_sigterm
-from .job import JOB_OVERRIDES_ENV, train_job
+from .resources import JOB_OVERRIDES_ENV
 
 # What Lightning appends when it re-executes the command for a DDP worker.
 LIGHTNING_WORKER_ARGS = ("hydra.run.dir=", "hydra.job.name=", "hydra.output_subdir=")
@@ -34,6 +34,8 @@ def ddp_worker_argv(argv: list[str], environ: dict[str, str]) -> list[str]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> dict[str, float] | None:
+    from .job import train_job  # Lightning and the model: in the jobs' processes, not in the study's
+
     stop_on_sigterm()
     # One job alone exits non-zero when it fails; a study's failed jobs make the study exit so at its end.
     return train_job(cfg, raise_failure=HydraConfig.get().mode == RunMode.RUN)

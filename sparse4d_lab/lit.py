@@ -11,12 +11,10 @@ import lightning.pytorch as pl
 import torch
 
 from .eval.collector import EvalCollector
+from .eval.keys import SCENE_PREFIX
 from .model.pretrained import LoadReport
 from .model.sparse4d import Sparse4D
 from .supervision.criterion import Sparse4DCriterion
-
-# Metric keys of one test scene's metrics: test_scene/<scene>/<metric>.
-SCENE_PREFIX = "test_scene/"
 
 
 class DivergedError(RuntimeError):

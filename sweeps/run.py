@@ -30,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from experiments import tracking
 from experiments.build import validate
-from sparse4d_lab.data import ConfigError
+from sparse4d_lab.errors import ConfigError
 
 from .space import SweepSpec
 from .storage import StudyLock, TrialSeededSampler, display_url, storage, work

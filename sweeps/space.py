@@ -13,8 +13,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.job import NOT_IDENTITY
-from sparse4d_lab.data import ConfigError
-from sparse4d_lab.eval.collector import metric_names
+from sparse4d_lab.errors import ConfigError
+from sparse4d_lab.eval.keys import metric_names
 
 DIRECTIONS = ("maximize", "minimize")
 FIELDS = {

@@ -1,11 +1,14 @@
-"""Shared fixtures: a fresh database on the test PostgreSQL server and a Chromium (both provided by .ci/run)."""
+"""Shared fixtures: a fresh database on the test PostgreSQL server and a Chromium (both provided by .ci/run), and
+an empty MLflow store to copy."""
 
 import hashlib
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import sqlalchemy
+from mlflow import MlflowClient
 
 SERVER = os.environ.get("SPARSE4D_LAB_TEST_POSTGRES")  # postgresql+psycopg2://user@host:port, no database
 IN_CI = os.environ.get("SPARSE4D_LAB_CI") == "1"
@@ -38,4 +41,13 @@ def chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
         missing("browser", "no Chromium: apt-get install chromium (.ci/run does)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An MLflow SQLite file with its schema made once: copied where a test's first process would otherwise spend
+    seconds on the schema migration (the tests of a store made from nothing do not use it)."""
+    path = tmp_path_factory.mktemp("empty_store") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments(max_results=1)
     return path

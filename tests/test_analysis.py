@@ -29,7 +29,8 @@ from analysis.figures import FIGURES
 from analysis.runs import ReportInputError, RunRecord, select_study
 from analysis.stats import paired_difference
 from analysis.table import METRICS, comparison_table, missing_runs, table_note, to_latex, usable_runs
-from sparse4d_lab.eval.collector import EvalCollector, metric_names, save_frames
+from sparse4d_lab.eval.collector import EvalCollector, save_frames
+from sparse4d_lab.eval.keys import metric_names
 
 CLASSES = ["person", "nova_carter"]
 BASE, FIX, SAME, FEW = "focal_filtered", "focal_onehot", "focal_tao_patch", "vfl"
@@ -285,6 +286,21 @@ def test_a_long_report_is_cut_at_a_line_within_the_tag_limit_and_says_where_the_
     kept = cut.split("\n\n(continued")[0].split("\n")
     assert kept == lines[: len(kept)] and len(cut) + len(lines[len(kept)]) + 1 > 1000  # whole lines, all that fit
     assert report.run_description("short") == "short"
+
+
+def test_a_study_report_without_figures_writes_and_logs_the_tables_and_a_page_without_images(tmp_path):
+    store = fill_store(tmp_path / "store")
+    markdown = report.study_report(store["uri"], store["parent"], tmp_path / "out", figures=False)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "study_report.html",
+        "study_table.csv",
+        "study_table.md",
+        "study_table.tex",
+    ]
+    assert "## Figures" not in markdown and "<img" not in (tmp_path / "out" / "study_report.html").read_text()
+    mlflow = store["mlflow"]
+    assert "figures" not in {a.path for a in mlflow.list_artifacts(store["parent"])}
+    assert mlflow.get_run(store["parent"]).info.status == "FINISHED"
 
 
 def test_study_report_writes_every_format_logs_them_and_closes_the_parent(store, tmp_path):

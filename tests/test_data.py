@@ -11,7 +11,6 @@ import torch
 
 from sparse4d_lab import geometry
 from sparse4d_lab.data import (
-    ConfigError,
     SequenceDataset,
     TemporalBatchSampler,
     WarehouseConfig,
@@ -23,6 +22,7 @@ from sparse4d_lab.data import (
 )
 from sparse4d_lab.data.render import make_camera, render_background, render_frame, shade_body
 from sparse4d_lab.data.scene import Body, make_scene
+from sparse4d_lab.errors import ConfigError
 
 SMALL = dict(scenes={"train": 2, "val": 1, "test": 1}, frames_per_scene=6, image_size=(96, 64), num_cameras=3)
 

@@ -11,8 +11,9 @@ from omegaconf import OmegaConf, open_dict
 
 from experiments.build import build_components, validate
 from experiments.callbacks import StudyCallback, study_parent
+from experiments.job import job_identity
 from experiments.resources import MULTIRUN_JOBS_ENV, cpu_ranks, share_cores
-from sparse4d_lab.data import ConfigError
+from sparse4d_lab.errors import ConfigError
 from sparse4d_lab.model.config import ModelConfig, tao_r101, tiny
 from sparse4d_lab.model.sparse4d import Sparse4D
 from sparse4d_lab.semantics import profile
@@ -71,6 +72,22 @@ def test_a_study_expects_every_seed_and_arm_it_was_run_with(tmp_path):
     assert study_parent(cfg, cfg.hydra) == parent
     tags = client.get_run(parent).data.tags
     assert (tags["arms"], tags["seeds"]) == ("focal_filtered,focal_onehot,detr_ce", "0,1,2,3,4,5")
+    # A study re-run for its tables only (figures=false) is the same study, reached by the same command.
+    OmegaConf.update(cfg, "hydra.overrides.task", [*task, "figures=false"])
+    assert study_parent(cfg, cfg.hydra) == parent
+    assert "figures" not in client.get_run(parent).data.tags["command"]
+
+
+def test_what_a_study_reports_is_not_part_of_its_jobs_identity(tmp_path):
+    # Re-running a study with figures=false or other primary outcomes must find its finished jobs, not retrain.
+    def identity(*overrides: str) -> dict:
+        cfg = compose_cfg(["+ab=loss_fix", *overrides], tmp_path)
+        with open_dict(cfg):
+            del cfg.hydra  # a job's config has no hydra node
+        return job_identity(cfg)
+
+    assert identity("figures=false", "primary=[test/NDS]") == identity()
+    assert identity("seed=1") != identity()
 
 
 def test_a_job_gets_its_share_of_the_cores(tmp_path):

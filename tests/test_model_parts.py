@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sparse4d_lab import geometry
-from sparse4d_lab.data import ConfigError
+from sparse4d_lab.errors import ConfigError
 from sparse4d_lab.model import LayerOutput, ModelConfig, ModelOutput, anchors_from_gt, tao_r101, tiny
 from sparse4d_lab.model.backbone import ResNet
 from sparse4d_lab.model.deformable import SampledProduct, deformable_aggregation

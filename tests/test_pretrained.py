@@ -13,7 +13,8 @@ from test_experiments import compose_cfg
 
 from experiments.build import SHIPPED_BASE, build_components, validate
 from experiments.pretrain import guard_out
-from sparse4d_lab.data import CLASSES, ConfigError
+from sparse4d_lab.data import CLASSES
+from sparse4d_lab.errors import ConfigError
 from sparse4d_lab.model.config import ModelConfig, tiny
 from sparse4d_lab.model.pretrained import load_base, save_base
 from sparse4d_lab.model.sparse4d import Sparse4D

@@ -1,12 +1,13 @@
 """The study's progress line and the trimmed job output."""
 
+import io
 import logging
 import warnings
 
 import pytest
 
-from experiments.progress import JobProgressBar, clock, counts, line
-from experiments.quiet import quiet_third_parties
+from experiments.progress import clock, counts, line
+from experiments.quiet import JobProgressBar, quiet_third_parties
 
 
 def test_counts_and_the_estimate_from_measured_job_times():
@@ -57,3 +58,22 @@ def test_banners_and_known_library_warnings_are_dropped_at_their_source_and_ours
         warnings.warn_explicit(message, FutureWarning, "_pytree.py", 21, module="lightning.pytorch.utilities._pytree")
         warnings.warn_explicit(message, FutureWarning, "job.py", 1, module="experiments.job")  # not a library's
     assert [w.filename for w in caught] == ["job.py"]
+
+
+def test_inside_a_job_lightnings_lines_print_once_through_the_jobs_own_handlers():
+    stream = io.StringIO()
+    job_handler = logging.StreamHandler(stream)  # what Hydra installs: the job's console and its run.log
+    root = logging.getLogger()
+    names = ("lightning", "lightning.pytorch", "lightning.fabric")
+    saved = {name: (logging.getLogger(name).handlers[:], logging.getLogger(name).propagate) for name in names}
+    root.addHandler(job_handler)
+    try:
+        quiet_third_parties()
+        logging.getLogger("lightning.pytorch.utilities.rank_zero").info("Restoring states from the checkpoint")
+        assert stream.getvalue() == "Restoring states from the checkpoint\n"
+        assert not [h for name in names for h in logging.getLogger(name).handlers if type(h) is logging.StreamHandler]
+    finally:
+        root.removeHandler(job_handler)
+        for name, (handlers, propagate) in saved.items():
+            logging.getLogger(name).handlers[:] = handlers
+            logging.getLogger(name).propagate = propagate

@@ -20,7 +20,6 @@ from scipy.spatial import Delaunay
 from experiments.build import build_components, validate
 from sparse4d_lab import geometry
 from sparse4d_lab.data import (
-    ConfigError,
     DataError,
     MtmcConfig,
     MtmcSource,
@@ -36,6 +35,7 @@ from sparse4d_lab.data.mtmc import boxes_from_mtmc, boxes_to_mtmc
 from sparse4d_lab.data.render import make_camera, render_background, render_frame
 from sparse4d_lab.data.safe_pickle import UnreadablePickleError, UnsafePickleError, safe_load
 from sparse4d_lab.data.scene import make_scene
+from sparse4d_lab.errors import ConfigError
 
 CFG = WarehouseConfig(
     scenes={"train": 1, "val": 1}, frames_per_scene=6, image_size=(96, 64), num_cameras=3, with_depth=True

@@ -3,6 +3,7 @@ the user's command end to end on smoke data."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -19,8 +20,8 @@ from optuna.trial import TrialState, create_trial
 from services import free_port, serving
 
 import sweeps.trial
-from sparse4d_lab.data import ConfigError
-from sparse4d_lab.eval.collector import metric_names
+from sparse4d_lab.errors import ConfigError
+from sparse4d_lab.eval.keys import metric_names
 from sweeps.run import compose_experiment, experiment_configs, experiment_groups, report, run_sweep
 from sweeps.space import SweepSpec
 from sweeps.storage import StudyLock, TrialSeededSampler, storage, work
@@ -56,10 +57,11 @@ def cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def in_tmp(tmp_path, monkeypatch, cache) -> Path:
+def in_tmp(tmp_path, monkeypatch, cache, empty_store) -> Path:
     """Storage and MLflow store in a temporary working folder. The store's URI is absolute: MLflow caches a store
     per URI in the process, so a relative one would keep pointing at an earlier test's folder."""
     monkeypatch.chdir(tmp_path)
+    shutil.copy(empty_store, tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("SPARSE4D_LAB_CACHE", str(cache))
     return tmp_path
@@ -153,6 +155,7 @@ def test_knobs_and_objectives_are_checked_against_the_experiment_config(changes,
     ],
 )
 def test_bad_commands_fail_before_any_trial(overrides, message, in_tmp):
+    (in_tmp / "mlflow.db").unlink()  # no store yet: a bad command must not make one
     with pytest.raises(ConfigError, match=message):
         run_sweep(app_cfg(in_tmp, *overrides))
     assert not (in_tmp / "mlflow.db").exists()
@@ -365,9 +368,10 @@ def command(*overrides: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_smoke_sweep_end_to_end_then_two_workers_resume_it(tmp_path, cache):
+def test_smoke_sweep_end_to_end_then_two_workers_resume_it(tmp_path, cache, empty_store):
     work_dir = tmp_path / "work"
     work_dir.mkdir()
+    shutil.copy(empty_store, work_dir / "mlflow.db")
     first = subprocess.run(command("n_trials=3"), cwd=work_dir, env=env_of(cache), capture_output=True, text=True)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-5000:]
     assert "Pareto front (maximize val/mAP, minimize val/hc_fp_cls_per_frame)" in first.stdout

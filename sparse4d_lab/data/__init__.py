@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from .config import CLASSES, ConfigError, WarehouseConfig
+from .config import CLASSES, WarehouseConfig
 from .dataset import SequenceDataset, collate
 from .mtmc import MtmcConfig, MtmcSource
 from .ovpkl import OvpklConfig, OvpklSource
@@ -12,7 +12,6 @@ from .synthetic import SceneData, ensure_dataset, load_split, render_scene
 
 __all__ = [
     "CLASSES",
-    "ConfigError",
     "DataError",
     "MtmcConfig",
     "MtmcSource",

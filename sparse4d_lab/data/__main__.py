@@ -16,7 +16,8 @@ import json
 import sys
 from typing import Any
 
-from .config import CLASSES, SPLITS, ConfigError, WarehouseConfig
+from ..errors import ConfigError
+from .config import CLASSES, SPLITS, WarehouseConfig
 from .export import export_mtmc, export_ovpkl
 from .mtmc import MtmcConfig, MtmcSource
 from .ovpkl import OvpklConfig, OvpklSource

@@ -7,14 +7,12 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from ..errors import ConfigError
+
 # The four moving classes of the TAO Sparse4D model card, in label order.
 CLASSES: tuple[str, ...] = ("person", "fourier_gr1_t2", "agility_digit", "nova_carter")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 FORMAT_VERSION = 2  # bump when the generator's output changes for the same config
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names the field and the fix."""
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
 from .calibration import CameraCalibration, read_calibration
-from .config import ConfigError
 from .media import CameraFrames, ImageFrames, MediaError, VideoFrames, probe_video
 from .real import (
     DataError,

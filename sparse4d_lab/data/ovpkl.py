@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import ConfigError
+from ..errors import ConfigError
 from .media import CameraFrames, FileRef, ImageFrames, MediaError, describe, image_size, missing_refs
 from .mtmc import boxes_from_mtmc
 from .real import DataError, LoadReport, Objects, RealDataConfig, Rig, assemble, make_rig, split_entries

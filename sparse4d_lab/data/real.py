@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from .. import geometry
-from .config import CLASSES, SPLITS, ConfigError
+from ..errors import ConfigError
+from .config import CLASSES, SPLITS
 from .synthetic import SceneData
 
 log = logging.getLogger(__name__)

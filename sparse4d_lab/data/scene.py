@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from .. import geometry
-from .config import CLASSES, ConfigError, WarehouseConfig
+from ..errors import ConfigError
+from .config import CLASSES, WarehouseConfig
 
 # Pattern ids understood by the renderer.
 PLAIN, STRIPES_H, STRIPES_V, SPECKLE = range(4)

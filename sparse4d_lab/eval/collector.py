@@ -23,26 +23,6 @@ from .queries import query_utilisation
 from .records import Detections, Tracks
 from .tracking import evaluate_tracking
 
-# What ``EvalCollector.compute`` returns (the LightningModule logs them as ``val/<name>`` and ``test/<name>``),
-# plus ``fp_per_frame_<t>`` for each false-positive threshold; tracking ones only when the split has tracks.
-DETECTION_METRICS = (
-    "mAP",
-    "NDS",
-    "hc_fp_per_frame",
-    "hc_fp_cls_per_frame",
-    "hc_unmatched_per_frame",
-    "unmatched_score_mean",
-    "matched_score_mean",
-    "unmatched_share_above_0.3",
-    "gini",
-    "gini_survived",
-)
-TRACKING_METRICS = ("MOTA", "IDF1", "id_switches", "ids_best_mota", "HOTA", "AMOTA", "spurious_tracks")
-
-
-def metric_names(fp_thresholds: Sequence[float]) -> list[str]:
-    return [*DETECTION_METRICS, *(f"fp_per_frame_{float(t):g}" for t in fp_thresholds), *TRACKING_METRICS]
-
 
 def _np(x: torch.Tensor) -> np.ndarray:
     return x.detach().float().cpu().numpy() if x.is_floating_point() else x.detach().cpu().numpy()

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..data.config import ConfigError
+from ..errors import ConfigError
 
 BACKBONE_DEPTHS = (18, 34, 50, 101)
 AGGREGATION_METHODS = ("matmul", "grid_sample")

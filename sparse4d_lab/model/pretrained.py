@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..data.config import ConfigError
 from ..data.synthetic import file_sha256
+from ..errors import ConfigError
 from .config import ModelConfig
 
 # ModelConfig fields that shape the weights or give them their meaning (input normalisation, key-point layout).
