@@ -22,6 +22,7 @@ import torch
 
 from experiments.resources import describe_machine
 from sparse4d_lab import geometry
+from sparse4d_lab.data.config import CLASSES
 from sparse4d_lab.model import Sparse4D, tao_r101, tiny
 
 
@@ -133,7 +134,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = (tiny if args.preset == "tiny" else tao_r101)(**parse_overrides(args.set))
-    model = Sparse4D(config)
+    model = Sparse4D(config, len(CLASSES))
     params = sum(p.numel() for p in model.parameters())
     print(
         f"config {args.preset} {args.set or ''}: {params / 1e6:.2f} M parameters "

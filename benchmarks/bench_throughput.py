@@ -17,6 +17,7 @@ import torch
 from bench_model import make_batch
 
 from experiments.resources import describe_machine
+from sparse4d_lab.data.config import CLASSES
 from sparse4d_lab.model import Sparse4D, tiny
 from sparse4d_lab.semantics import profile
 from sparse4d_lab.supervision.criterion import Sparse4DCriterion
@@ -27,7 +28,7 @@ def step_seconds(batch_size: int, width: int, height: int, steps: int) -> float:
     """Median seconds of one whole training step at this batch size and image size (4 cameras, 9 boxes a slot)."""
     torch.manual_seed(0)
     rules = profile("tao")
-    model = Sparse4D(tiny(**rules["model"])).train()
+    model = Sparse4D(tiny(**rules["model"]), len(CLASSES)).train()
     criterion = Sparse4DCriterion(build_scheme("focal_onehot", 4), **rules["criterion"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     frames = [make_batch(batch_size, 4, width, height, t, 9) for t in range(4)]

@@ -4,3 +4,9 @@ process, the sweep's search space) needs neither the data nor the model package 
 
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the field and the fix."""
+
+
+def require(ok: bool, key: str, message: str) -> None:
+    """Raise a ``ConfigError`` naming the full key (``model.depth``) unless ``ok``: every config check's one rule."""
+    if not ok:
+        raise ConfigError(f"{key}: {message}")

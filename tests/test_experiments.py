@@ -13,6 +13,7 @@ from experiments.build import build_components, validate
 from experiments.callbacks import StudyCallback, study_parent
 from experiments.job import job_identity
 from experiments.resources import MULTIRUN_JOBS_ENV, cpu_ranks, share_cores
+from sparse4d_lab.data.config import CLASSES
 from sparse4d_lab.errors import ConfigError
 from sparse4d_lab.model.config import ModelConfig, tao_r101, tiny
 from sparse4d_lab.model.sparse4d import Sparse4D
@@ -146,7 +147,7 @@ def test_model_configs_equal_their_presets_and_build(name, preset, tmp_path):
     config = ModelConfig(**OmegaConf.to_container(cfg.model))
     expected = preset(**profile("tao")["model"], freeze_backbone_norm=True)
     assert dataclasses.asdict(config) == dataclasses.asdict(expected)
-    model = Sparse4D(config)
+    model = Sparse4D(config, len(CLASSES))
     assert sum(p.numel() for p in model.parameters()) > 0
 
 

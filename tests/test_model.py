@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from sparse4d_lab import geometry
-from sparse4d_lab.data import SequenceDataset, TemporalBatchSampler, WarehouseConfig, collate, load_split
+from sparse4d_lab.data import CLASSES, SequenceDataset, TemporalBatchSampler, WarehouseConfig, collate, load_split
 from sparse4d_lab.model import Sparse4D, anchors_from_gt, tao_r101, tiny
 
 # A few thousand times cheaper than the default, same code paths.
@@ -103,7 +103,7 @@ def test_shapes_for_one_to_eight_cameras(cameras):
 
 
 def test_empty_ground_truth_everywhere():
-    model = Sparse4D(micro()).train()
+    model = Sparse4D(micro(), len(CLASSES)).train()
     out = model(make_batch(gt_counts=(0, 0)))
     assert out.denoising is None
     assert_finite(out)
@@ -113,7 +113,7 @@ def test_empty_ground_truth_everywhere():
 def test_every_parameter_gets_a_gradient():
     """Default architecture plus the depth branch, two frames so both temporal paths run."""
     torch.manual_seed(0)
-    model = Sparse4D(tiny(num_depth_layers=1, learnable_instance_feature=True)).train()
+    model = Sparse4D(tiny(num_depth_layers=1, learnable_instance_feature=True), len(CLASSES)).train()
     # Leave the initial state where upstream's zero-initialised aggregation weights block the gradient to the
     # camera embedding (a trained model is never there).
     for layer in model.layers:
@@ -137,7 +137,7 @@ def test_temporal_frames_on_warehouse_data(tmp_path):
     batches = [collate([dataset[i] for i in indices]) for indices in sampler]
     cfg = micro(score_threshold=0.0)  # every query gets an id, so carried ids are visible untrained
     anchors = anchors_from_gt(torch.from_numpy(dataset.gt_boxes()), torch.from_numpy(dataset.gt_labels()), 24)
-    model = Sparse4D(cfg, anchors=anchors).eval()
+    model = Sparse4D(cfg, len(CLASSES), anchors=anchors).eval()
     T = cfg.num_temp_instances
     previous = None
     with torch.no_grad():
@@ -190,7 +190,7 @@ def test_query_generator_replaces_the_instance_features():
             return self.scale * pooled[:, None].expand(-1, base_features.shape[0], -1)
 
     generator = Generator()
-    model = Sparse4D(micro(), query_generator=generator).train()
+    model = Sparse4D(micro(), len(CLASSES), query_generator=generator).train()
     all_outputs_loss(model(make_batch())).backward()
     assert seen["base"] == (24, 32)
     assert seen["maps"][0][:3] == (2, 4, 32)
@@ -199,7 +199,7 @@ def test_query_generator_replaces_the_instance_features():
 
 
 def test_anchors_can_be_set_and_are_checked():
-    model = Sparse4D(micro())
+    model = Sparse4D(micro(), len(CLASSES))
     anchors = geometry.box_to_anchor(torch.tensor([[1.0, 2.0, 0.9, 0.5, 0.5, 1.8, 0.0, 0.0, 0.0, 0.0]] * 24))
     model.set_anchors(anchors)
     assert torch.equal(model.instance_bank.anchor.detach(), anchors)
@@ -208,7 +208,7 @@ def test_anchors_can_be_set_and_are_checked():
 
 
 def test_single_frame_model_without_temporal_instances():
-    model = Sparse4D(micro(num_temp_instances=0)).eval()
+    model = Sparse4D(micro(num_temp_instances=0), len(CLASSES)).eval()
     assert all(layer.temporal_attention is None for layer in model.layers)
     with torch.no_grad():
         for t in range(2):
@@ -218,7 +218,7 @@ def test_single_frame_model_without_temporal_instances():
 
 
 def test_ground_truth_can_be_passed_apart_from_the_batch():
-    model = Sparse4D(micro()).train()
+    model = Sparse4D(micro(), len(CLASSES)).train()
     batch = make_batch(gt_counts=(0, 0))
     gt = make_batch(gt_counts=(2, 1))
     out = model(batch, gt={"gt_boxes": gt["gt_boxes"], "gt_labels": gt["gt_labels"]})
@@ -226,7 +226,7 @@ def test_ground_truth_can_be_passed_apart_from_the_batch():
 
 
 def test_tao_card_configuration_builds():
-    model = Sparse4D(tao_r101())
+    model = Sparse4D(tao_r101(), len(CLASSES))
     backbone = sum(p.numel() for p in model.backbone.parameters())
     assert 42e6 < backbone < 43e6  # ResNet-101 without its classifier
     assert model.instance_bank.anchor.shape == (900, 11)

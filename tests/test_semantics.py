@@ -9,6 +9,7 @@ import torch
 from hydra import compose, initialize_config_module
 
 from sparse4d_lab import geometry
+from sparse4d_lab.data.config import CLASSES
 from sparse4d_lab.model import LayerOutput, ModelOutput, tiny
 from sparse4d_lab.model.denoising import make_denoising_queries
 from sparse4d_lab.model.outputs import Denoising
@@ -314,7 +315,7 @@ def test_carried_denoising_copies_learn_their_instances_current_box_or_backgroun
 
 def test_a_training_model_carries_denoising_groups_to_the_next_frame():
     cfg = tiny(num_anchor=12, num_temp_instances=6, embed_dims=32, anchor_embed_dims=(16, 4, 4, 8), num_groups=2)
-    model = Sparse4D(cfg).train()
+    model = Sparse4D(cfg, len(CLASSES)).train()
     batch = {
         "img": torch.rand(1, 1, 3, 32, 48),
         "projection_mat": torch.eye(4)[None, None],

@@ -8,7 +8,8 @@ from .mtmc import MtmcConfig, MtmcSource
 from .ovpkl import OvpklConfig, OvpklSource
 from .real import DataError
 from .sampler import TemporalBatchSampler
-from .synthetic import SceneData, ensure_dataset, load_split, render_scene
+from .scene_data import SceneData
+from .synthetic import ensure_dataset, load_split, render_scene
 
 __all__ = [
     "CLASSES",

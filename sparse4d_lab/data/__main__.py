@@ -22,7 +22,8 @@ from .export import export_mtmc, export_ovpkl
 from .mtmc import MtmcConfig, MtmcSource
 from .ovpkl import OvpklConfig, OvpklSource
 from .preview import preview
-from .synthetic import SceneData, load_split
+from .scene_data import SceneData
+from .synthetic import load_split
 
 
 def _config(cls: type, pairs: list[str], **given: Any) -> Any:

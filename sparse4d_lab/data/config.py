@@ -5,14 +5,22 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import require
 
 # The four moving classes of the TAO Sparse4D model card, in label order.
 CLASSES: tuple[str, ...] = ("person", "fourier_gr1_t2", "agility_digit", "nova_carter")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 FORMAT_VERSION = 2  # bump when the generator's output changes for the same config
+CACHE_ENV = "SPARSE4D_LAB_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """Where built data sets are cached: ``$SPARSE4D_LAB_CACHE``, else ``~/.cache/sparse4d_lab``."""
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "sparse4d_lab"))
 
 
 @dataclass(frozen=True)
@@ -59,53 +67,54 @@ class WarehouseConfig:
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _require(ok: bool, name: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"data.warehouse.{name}: {message}")
-
-
 def _range(cfg: WarehouseConfig, name: str, low: float = 0.0) -> None:
     lo, hi = getattr(cfg, name)
-    _require(low <= lo <= hi, name, f"must be a (min, max) pair with {low} <= min <= max, got {(lo, hi)}")
+    require(
+        low <= lo <= hi, f"data.warehouse.{name}", f"must be a (min, max) pair with {low} <= min <= max, got {(lo, hi)}"
+    )
 
 
 def validate(cfg: WarehouseConfig) -> None:
     """Fail at once, naming the field, for configs that cannot produce sensible data."""
-    _require(cfg.num_cameras >= 1, "num_cameras", f"needs at least 1 camera, got {cfg.num_cameras}")
+    require(cfg.num_cameras >= 1, "data.warehouse.num_cameras", f"needs at least 1 camera, got {cfg.num_cameras}")
     w, h = cfg.image_size
-    _require(
+    require(
         w >= cfg.stride and h >= cfg.stride,
-        "image_size",
+        "data.warehouse.image_size",
         f"{(w, h)} is smaller than the network stride {cfg.stride}; use at least ({cfg.stride}, {cfg.stride})",
     )
-    _require(cfg.frames_per_scene >= 1, "frames_per_scene", f"must be >= 1, got {cfg.frames_per_scene}")
-    _require(cfg.fps > 0, "fps", f"must be positive, got {cfg.fps}")
+    require(cfg.frames_per_scene >= 1, "data.warehouse.frames_per_scene", f"must be >= 1, got {cfg.frames_per_scene}")
+    require(cfg.fps > 0, "data.warehouse.fps", f"must be positive, got {cfg.fps}")
     rw, rh = cfg.room_size
-    _require(rw >= 4.0 and rh >= 4.0, "room_size", f"must be at least 4 m x 4 m, got {cfg.room_size}")
-    _require(cfg.wall_height > 0, "wall_height", f"must be positive, got {cfg.wall_height}")
+    require(rw >= 4.0 and rh >= 4.0, "data.warehouse.room_size", f"must be at least 4 m x 4 m, got {cfg.room_size}")
+    require(cfg.wall_height > 0, "data.warehouse.wall_height", f"must be positive, got {cfg.wall_height}")
     for name in ("camera_height", "horizontal_fov_deg", "objects_per_scene", "racks", "pallets", "crates", "bins"):
         _range(cfg, name)
-    _require(
+    require(
         cfg.camera_height[1] <= cfg.wall_height,
-        "camera_height",
+        "data.warehouse.camera_height",
         f"cameras hang on the walls: max height {cfg.camera_height[1]} must be <= wall_height {cfg.wall_height}",
     )
-    _require(cfg.horizontal_fov_deg[1] < 170, "horizontal_fov_deg", "must stay below 170 degrees")
-    _require(
+    require(cfg.horizontal_fov_deg[1] < 170, "data.warehouse.horizontal_fov_deg", "must stay below 170 degrees")
+    require(
         len(cfg.class_weights) == len(CLASSES) and min(cfg.class_weights) >= 0 and sum(cfg.class_weights) > 0,
-        "class_weights",
+        "data.warehouse.class_weights",
         f"needs {len(CLASSES)} non-negative weights ({', '.join(CLASSES)}) with a positive sum",
     )
-    _require(0 <= cfg.enter_fraction <= 1, "enter_fraction", "must lie in [0, 1]")
-    _require(0 <= cfg.exit_probability <= 1, "exit_probability", "must lie in [0, 1]")
-    _require(cfg.noise_std >= 0, "noise_std", "must be >= 0")
+    require(0 <= cfg.enter_fraction <= 1, "data.warehouse.enter_fraction", "must lie in [0, 1]")
+    require(0 <= cfg.exit_probability <= 1, "data.warehouse.exit_probability", "must lie in [0, 1]")
+    require(cfg.noise_std >= 0, "data.warehouse.noise_std", "must be >= 0")
     unknown = set(cfg.scenes) - set(SPLITS)
-    _require(not unknown, "scenes", f"unknown split(s) {sorted(unknown)}; valid: {list(SPLITS)}")
-    _require(all(n >= 0 for n in cfg.scenes.values()), "scenes", f"scene counts must be >= 0, got {cfg.scenes}")
+    require(not unknown, "data.warehouse.scenes", f"unknown split(s) {sorted(unknown)}; valid: {list(SPLITS)}")
+    require(
+        all(n >= 0 for n in cfg.scenes.values()),
+        "data.warehouse.scenes",
+        f"scene counts must be >= 0, got {cfg.scenes}",
+    )
     # Each object needs about 2 m^2 of floor to move without jamming; distractors take up to a third of the room.
     max_objects = int(rw * rh * (2 / 3) / 2.0)
-    _require(
+    require(
         cfg.objects_per_scene[1] <= max_objects,
-        "objects_per_scene",
+        "data.warehouse.objects_per_scene",
         f"at most {max_objects} objects fit in a {rw} m x {rh} m room, got {cfg.objects_per_scene[1]}",
     )

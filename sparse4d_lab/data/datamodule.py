@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader
 from .config import CLASSES, WarehouseConfig
 from .dataset import SequenceDataset, collate
 from .sampler import TemporalBatchSampler
-from .synthetic import SceneData, ensure_dataset, load_split
+from .scene_data import SceneData
+from .synthetic import ensure_dataset, load_split
 
 
 class SceneSource(Protocol):

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .synthetic import SceneData
+from .scene_data import SceneData
 
 # Batch keys stacked into tensors; everything else is collated into per-slot lists.
 STACKED = (

@@ -26,7 +26,7 @@ from PIL import Image
 from .config import CLASSES
 from .mtmc import DEPTH_KEY, MTMC_CLASSES, boxes_to_mtmc, camera_name
 from .real import class_key
-from .synthetic import SceneData
+from .scene_data import SceneData
 
 # The project's classes under their MTMC ground-truth and OVPKL (TAO) names.
 MTMC_NAMES = {c: next(m for m in MTMC_CLASSES if class_key(m) == class_key(c)) for c in CLASSES}

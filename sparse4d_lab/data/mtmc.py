@@ -38,6 +38,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .calibration import CameraCalibration, read_calibration
+from .config import default_cache_dir
 from .media import CameraFrames, ImageFrames, MediaError, VideoFrames, probe_video
 from .real import (
     DataError,
@@ -50,7 +51,7 @@ from .real import (
     split_entries,
     wrap_angle,
 )
-from .synthetic import SceneData, default_cache_dir
+from .scene_data import SceneData
 
 log = logging.getLogger(__name__)
 

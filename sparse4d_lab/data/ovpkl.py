@@ -34,7 +34,7 @@ from .media import CameraFrames, FileRef, ImageFrames, MediaError, describe, ima
 from .mtmc import boxes_from_mtmc
 from .real import DataError, LoadReport, Objects, RealDataConfig, Rig, assemble, make_rig, split_entries
 from .safe_pickle import safe_load
-from .synthetic import SceneData
+from .scene_data import SceneData
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from matplotlib.patches import Polygon, Rectangle
 from .. import geometry
 from .config import CLASSES
 from .scene import DISTRACTOR_KINDS
-from .synthetic import SceneData
+from .scene_data import SceneData
 
 CLASS_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4")
 # Box edges as corner index pairs (see geometry.box_corners): bottom, top, verticals.

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from .. import geometry
-from ..errors import ConfigError
+from ..errors import ConfigError, require
 from .config import CLASSES, SPLITS
-from .synthetic import SceneData
+from .scene_data import SceneData
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,6 @@ def wrap_angle(angle: np.ndarray) -> np.ndarray:
     return geometry.wrap_angle(torch.as_tensor(np.asarray(angle, float))).numpy()
 
 
-def _require(ok: bool, name: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"data.{name}: {message}")
-
-
 @dataclass(frozen=True, kw_only=True)
 class RealDataConfig:
     """Selection and preprocessing shared by the real-data sources (see the data configs for each field)."""
@@ -85,25 +80,25 @@ class RealDataConfig:
                 object.__setattr__(self, f.name, tuple(value))
         splits = {}
         for name, entries in dict(self.splits).items():
-            _require(name in SPLITS, "splits", f"unknown split {name!r}; valid: {list(SPLITS)}")
+            require(name in SPLITS, "data.splits", f"unknown split {name!r}; valid: {list(SPLITS)}")
             splits[name] = (entries,) if isinstance(entries, str) else tuple(entries or ())
         object.__setattr__(self, "splits", splits)
         object.__setattr__(self, "class_map", dict(self.class_map))
-        _require(self.frame_stride >= 1, "frame_stride", f"must be >= 1, got {self.frame_stride}")
-        _require(self.start_frame >= 0, "start_frame", f"must be >= 0, got {self.start_frame}")
-        _require(self.max_frames is None or self.max_frames >= 1, "max_frames", "must be null or >= 1")
-        _require(self.cameras is None or len(self.cameras) > 0, "cameras", "list at least one camera id, or null")
+        require(self.frame_stride >= 1, "data.frame_stride", f"must be >= 1, got {self.frame_stride}")
+        require(self.start_frame >= 0, "data.start_frame", f"must be >= 0, got {self.start_frame}")
+        require(self.max_frames is None or self.max_frames >= 1, "data.max_frames", "must be null or >= 1")
+        require(self.cameras is None or len(self.cameras) > 0, "data.cameras", "list at least one camera id, or null")
         if self.image_size is not None:
             w, h = self.image_size
-            _require(
+            require(
                 w >= self.stride and h >= self.stride,
-                "image_size",
+                "data.image_size",
                 f"{(w, h)} is smaller than the network stride {self.stride}; use at least {(self.stride, self.stride)}",
             )
-        _require(len(self.classes) > 0 and len(set(self.classes)) == len(self.classes), "classes", "must be unique")
+        require(len(self.classes) > 0 and len(set(self.classes)) == len(self.classes), "data.classes", "must be unique")
         bad = {k: v for k, v in self.class_map.items() if v is not None and v not in self.classes}
-        _require(not bad, "class_map", f"{bad} map to classes not in data.classes {list(self.classes)}")
-        _require(self.min_visible_cameras >= 0, "min_visible_cameras", "must be >= 0")
+        require(not bad, "data.class_map", f"{bad} map to classes not in data.classes {list(self.classes)}")
+        require(self.min_visible_cameras >= 0, "data.min_visible_cameras", "must be >= 0")
 
     def select_frames(self, available: Sequence[int]) -> np.ndarray:
         """The source frames to use among ``available`` (sorted): from start_frame, every frame_stride-th."""

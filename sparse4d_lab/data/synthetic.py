@@ -8,7 +8,6 @@ rebuilt, never used. Builds happen in a temporary folder renamed into place, und
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -16,57 +15,19 @@ import os
 import shutil
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..checksum import file_sha256
 from ..locks import file_lock
-from .config import FORMAT_VERSION, SPLITS, WarehouseConfig
+from .config import FORMAT_VERSION, SPLITS, WarehouseConfig, default_cache_dir
 from .render import depth_map, finish_image, make_camera, render_background, render_frame, visible_rects
 from .scene import DISTRACTOR_KINDS, make_scene
+from .scene_data import SceneData
 
 log = logging.getLogger(__name__)
-CACHE_ENV = "SPARSE4D_LAB_CACHE"
 PARALLEL_PIXELS = 20_000_000  # pixels to render (~12 s on one core) from which worker processes pay off
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "sparse4d_lab"))
-
-
-@dataclass
-class SceneData:
-    """One scene as arrays. Per-frame ground truth is flat, frame ``t`` owning rows
-    ``frame_offsets[t]:frame_offsets[t + 1]``. Real recordings fill ``images`` and ``depth`` with lazily
-    decoding ``media.CameraFrames``, indexed like the arrays."""
-
-    name: str
-    images: np.ndarray  # [T, N, H, W, 3] uint8
-    projection: np.ndarray  # [N, 4, 4] world -> image
-    intrinsics: np.ndarray  # [N, 4, 4]
-    extrinsics: np.ndarray  # [N, 4, 4]
-    image_wh: np.ndarray  # [N, 2]
-    timestamps: np.ndarray  # [T]
-    frame_offsets: np.ndarray  # [T + 1]
-    boxes: np.ndarray  # [S, 10]
-    labels: np.ndarray  # [S]
-    ids: np.ndarray  # [S]
-    visibility: np.ndarray  # [S, N]
-    distractor_boxes: np.ndarray  # [K, 10]
-    distractor_kinds: np.ndarray  # [K] index into DISTRACTOR_KINDS
-    room_size: np.ndarray  # [2]; (0, 0) when the room is unknown (real recordings)
-    depth: np.ndarray | None = None  # [T, N, H, W] uint16 millimetres to the image plane
-    boxes_2d: np.ndarray | None = None  # [S, N, 4] visible 2D box (x1, y1, x2, y2) per camera, NaN where unseen
-    frame_ids: np.ndarray | None = None  # [T] source frame number of each frame (None: 0 .. T-1)
-    cameras: np.ndarray | None = None  # [N] camera ids of real recordings
-
-    @property
-    def num_frames(self) -> int:
-        return len(self.timestamps)
-
-    def frame_slice(self, t: int) -> slice:
-        return slice(int(self.frame_offsets[t]), int(self.frame_offsets[t + 1]))
 
 
 def render_scene(cfg: WarehouseConfig, split: str, index: int) -> SceneData:
@@ -130,15 +91,6 @@ def _load(path: Path) -> SceneData:
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     return SceneData(name=str(arrays.pop("name")), **arrays)
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _verify(root: Path, cfg: WarehouseConfig) -> bool:

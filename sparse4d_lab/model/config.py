@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import ConfigError
+from ..errors import require
 
 BACKBONE_DEPTHS = (18, 34, 50, 101)
 AGGREGATION_METHODS = ("matmul", "grid_sample")
@@ -98,89 +98,86 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
 
-def _require(ok: bool, name: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"model.{name}: {message}")
-
-
 def validate(cfg: ModelConfig) -> None:
     """Fail at once, naming the field and the fix, for architectures that cannot be built."""
-    _require(cfg.depth in BACKBONE_DEPTHS, "depth", f"must be one of {BACKBONE_DEPTHS}, got {cfg.depth}")
-    _require(cfg.base_channels >= 1, "base_channels", f"must be >= 1, got {cfg.base_channels}")
-    _require(0 <= cfg.neck_start_level <= 3, "neck_start_level", f"must lie in [0, 3], got {cfg.neck_start_level}")
-    _require(cfg.num_levels >= 1, "num_levels", f"must be >= 1 (FPN outputs from stage {cfg.neck_start_level} on)")
-    _require(0 <= cfg.grid_mask_prob <= 1, "grid_mask_prob", "must lie in [0, 1]")
-    _require(len(cfg.image_mean) == 3 and len(cfg.image_std) == 3, "image_mean", "image_mean/std need 3 values")
-    _require(min(cfg.image_std) > 0, "image_std", "must be positive")
-    _require(
+    require(cfg.depth in BACKBONE_DEPTHS, "model.depth", f"must be one of {BACKBONE_DEPTHS}, got {cfg.depth}")
+    require(cfg.base_channels >= 1, "model.base_channels", f"must be >= 1, got {cfg.base_channels}")
+    require(0 <= cfg.neck_start_level <= 3, "model.neck_start_level", f"must lie in [0, 3], got {cfg.neck_start_level}")
+    require(cfg.num_levels >= 1, "model.num_levels", f"must be >= 1 (FPN outputs from stage {cfg.neck_start_level} on)")
+    require(0 <= cfg.grid_mask_prob <= 1, "model.grid_mask_prob", "must lie in [0, 1]")
+    require(len(cfg.image_mean) == 3 and len(cfg.image_std) == 3, "model.image_mean", "image_mean/std need 3 values")
+    require(min(cfg.image_std) > 0, "model.image_std", "must be positive")
+    require(
         cfg.embed_dims % cfg.num_groups == 0,
-        "embed_dims",
+        "model.embed_dims",
         f"{cfg.embed_dims} must be divisible by num_groups={cfg.num_groups}",
     )
-    _require(
+    require(
         len(cfg.anchor_embed_dims) == 4 and sum(cfg.anchor_embed_dims) == cfg.embed_dims,
-        "anchor_embed_dims",
+        "model.anchor_embed_dims",
         f"needs 4 sizes (position, size, yaw, velocity) summing to embed_dims={cfg.embed_dims}, "
         f"got {cfg.anchor_embed_dims}",
     )
-    _require(cfg.num_anchor >= 1, "num_anchor", f"must be >= 1, got {cfg.num_anchor}")
-    _require(
+    require(cfg.num_anchor >= 1, "model.num_anchor", f"must be >= 1, got {cfg.num_anchor}")
+    require(
         0 <= cfg.num_temp_instances < cfg.num_anchor,
-        "num_temp_instances",
+        "model.num_temp_instances",
         f"must lie in [0, num_anchor={cfg.num_anchor}) so fresh queries remain, got {cfg.num_temp_instances}",
     )
     lo, hi = cfg.anchor_range[:3], cfg.anchor_range[3:]
-    _require(
+    require(
         len(cfg.anchor_range) == 6 and all(a < b for a, b in zip(lo, hi, strict=True)),
-        "anchor_range",
+        "model.anchor_range",
         f"must be (x_min, y_min, z_min, x_max, y_max, z_max) with min < max, got {cfg.anchor_range}",
     )
-    _require(cfg.num_decoder >= 1, "num_decoder", f"must be >= 1, got {cfg.num_decoder}")
-    _require(
+    require(cfg.num_decoder >= 1, "model.num_decoder", f"must be >= 1, got {cfg.num_decoder}")
+    require(
         1 <= cfg.num_single_frame_decoder <= cfg.num_decoder,
-        "num_single_frame_decoder",
+        "model.num_single_frame_decoder",
         f"must lie in [1, num_decoder={cfg.num_decoder}]: temporal instances join after the single-frame layers",
     )
-    _require(cfg.num_learnable_points >= 0, "num_learnable_points", "must be >= 0")
-    _require(0 < cfg.fixed_point_scale <= 0.5, "fixed_point_scale", "must lie in (0, 0.5] (box units)")
-    _require(cfg.ffn_ratio >= 1, "ffn_ratio", f"must be >= 1, got {cfg.ffn_ratio}")
-    _require(0 <= cfg.dropout < 1, "dropout", "must lie in [0, 1)")
-    _require(0 <= cfg.attn_drop < 1, "attn_drop", "must lie in [0, 1)")
-    _require(
+    require(cfg.num_learnable_points >= 0, "model.num_learnable_points", "must be >= 0")
+    require(0 < cfg.fixed_point_scale <= 0.5, "model.fixed_point_scale", "must lie in (0, 0.5] (box units)")
+    require(cfg.ffn_ratio >= 1, "model.ffn_ratio", f"must be >= 1, got {cfg.ffn_ratio}")
+    require(0 <= cfg.dropout < 1, "model.dropout", "must lie in [0, 1)")
+    require(0 <= cfg.attn_drop < 1, "model.attn_drop", "must lie in [0, 1)")
+    require(
         cfg.aggregation in AGGREGATION_METHODS,
-        "aggregation",
+        "model.aggregation",
         f"must be one of {AGGREGATION_METHODS}, got {cfg.aggregation!r}",
     )
-    _require(
+    require(
         cfg.velocity_refinement in VELOCITY_MODES,
-        "velocity_refinement",
+        "model.velocity_refinement",
         f"must be one of {VELOCITY_MODES}, got {cfg.velocity_refinement!r}",
     )
-    _require(0 <= cfg.confidence_decay <= 1, "confidence_decay", "must lie in [0, 1]")
-    _require(cfg.default_time_interval > 0, "default_time_interval", "must be positive (seconds)")
-    _require(cfg.max_time_interval > 0, "max_time_interval", "must be positive (seconds)")
-    _require(cfg.num_dn_groups >= 0, "num_dn_groups", "must be >= 0 (0 disables denoising)")
-    _require(
+    require(0 <= cfg.confidence_decay <= 1, "model.confidence_decay", "must lie in [0, 1]")
+    require(cfg.default_time_interval > 0, "model.default_time_interval", "must be positive (seconds)")
+    require(cfg.max_time_interval > 0, "model.max_time_interval", "must be positive (seconds)")
+    require(cfg.num_dn_groups >= 0, "model.num_dn_groups", "must be >= 0 (0 disables denoising)")
+    require(
         0 <= cfg.num_temp_dn_groups <= cfg.num_dn_groups,
-        "num_temp_dn_groups",
+        "model.num_temp_dn_groups",
         f"must lie in [0, num_dn_groups={cfg.num_dn_groups}], got {cfg.num_temp_dn_groups}",
     )
-    _require(cfg.max_dn_gt >= 1, "max_dn_gt", "must be >= 1")
+    require(cfg.max_dn_gt >= 1, "model.max_dn_gt", "must be >= 1")
     for name in ("dn_noise_scale", "dn_cost_weights"):
         value = getattr(cfg, name)
-        _require(
+        require(
             len(value) == ANCHOR_DIM and min(value) >= 0,
-            name,
+            f"model.{name}",
             f"needs {ANCHOR_DIM} non-negative values, one per anchor dimension, got {value}",
         )
-    _require(cfg.num_output >= 1, "num_output", "must be >= 1")
-    _require(0 <= cfg.score_threshold <= 1, "score_threshold", "must lie in [0, 1]")
-    _require(
+    require(cfg.num_output >= 1, "model.num_output", "must be >= 1")
+    require(0 <= cfg.score_threshold <= 1, "model.score_threshold", "must lie in [0, 1]")
+    require(
         0 <= cfg.num_depth_layers <= cfg.num_levels,
-        "num_depth_layers",
+        "model.num_depth_layers",
         f"must lie in [0, num_levels={cfg.num_levels}]",
     )
-    _require(cfg.equal_focal > 0 and cfg.max_depth > 0, "equal_focal", "equal_focal and max_depth must be positive")
+    require(
+        cfg.equal_focal > 0 and cfg.max_depth > 0, "model.equal_focal", "equal_focal and max_depth must be positive"
+    )
 
 
 def tiny(**overrides) -> ModelConfig:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..data.synthetic import file_sha256
+from ..checksum import file_sha256
 from ..errors import ConfigError
 from .config import ModelConfig
 

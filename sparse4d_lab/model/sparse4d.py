@@ -17,7 +17,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..data.config import CLASSES
 from .anchor_encoder import AnchorEncoder
 from .anchors import uniform_anchors
 from .backbone import ResNet
@@ -40,19 +39,20 @@ QueryGenerator = Callable[[list[Tensor], Tensor], Tensor]  # (feature maps, base
 class Sparse4D(nn.Module):
     def __init__(
         self,
-        config: ModelConfig | Mapping[str, Any] | None = None,
-        num_classes: int = len(CLASSES),
+        config: ModelConfig | Mapping[str, Any],
+        num_classes: int,
         num_logits: int | None = None,
         score_fn: ScoreFn | None = None,
         query_generator: QueryGenerator | None = None,
         anchors: Tensor | None = None,
     ):
-        """``num_logits``: C or C + 1, from the classification scheme (default C). ``score_fn`` turns logits into
+        """``num_classes`` C comes from the data (the warehouse's classes or a user's own), never a default here.
+        ``num_logits``: C or C + 1, from the classification scheme (default C). ``score_fn`` turns logits into
         per-class probabilities for the instance bank and post-processing (default sigmoid, only valid for C
         logits). ``query_generator`` replaces the per-anchor instance features (PaQ); ``anchors [A, 11]`` from
         ``anchors_from_gt`` (or later ``set_anchors``), else placeholders spread over ``config.anchor_range``."""
         super().__init__()
-        cfg = config if isinstance(config, ModelConfig) else ModelConfig(**dict(config or {}))
+        cfg = config if isinstance(config, ModelConfig) else ModelConfig(**dict(config))
         num_logits = num_classes if num_logits is None else num_logits
         if num_logits not in (num_classes, num_classes + 1):
             raise ValueError(f"num_logits must be num_classes ({num_classes}) or num_classes + 1, got {num_logits}")
