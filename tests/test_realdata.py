@@ -31,7 +31,7 @@ from sparse4d_lab.data import (
 from sparse4d_lab.data.__main__ import main as data_cli
 from sparse4d_lab.data.calibration import decompose_camera_matrix
 from sparse4d_lab.data.export import export_mtmc, export_ovpkl
-from sparse4d_lab.data.mtmc import boxes_from_mtmc, boxes_to_mtmc
+from sparse4d_lab.data.mtmc_format import boxes_from_mtmc, boxes_to_mtmc
 from sparse4d_lab.data.render import make_camera, render_background, render_frame
 from sparse4d_lab.data.safe_pickle import UnreadablePickleError, UnsafePickleError, safe_load
 from sparse4d_lab.data.scene import make_scene

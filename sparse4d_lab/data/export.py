@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from .config import CLASSES
-from .mtmc import DEPTH_KEY, MTMC_CLASSES, boxes_to_mtmc, camera_name
+from .mtmc_format import DEPTH_KEY, MTMC_CLASSES, boxes_to_mtmc, camera_name
 from .real import class_key
 from .scene_data import SceneData
 

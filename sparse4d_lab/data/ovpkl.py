@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .media import CameraFrames, FileRef, ImageFrames, MediaError, describe, image_size, missing_refs
-from .mtmc import boxes_from_mtmc
+from .mtmc_format import boxes_from_mtmc
 from .real import DataError, LoadReport, Objects, RealDataConfig, Rig, assemble, make_rig, split_entries
 from .safe_pickle import safe_load
 from .scene_data import SceneData

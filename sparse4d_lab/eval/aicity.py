@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .. import geometry
-from ..data.mtmc import MTMC_CLASSES, boxes_from_mtmc, boxes_to_mtmc, parse_ground_truth
+from ..data.mtmc_format import MTMC_CLASSES, boxes_from_mtmc, boxes_to_mtmc, parse_ground_truth
 from ..data.real import DataError, class_key
 from ._association import Pairs
 from ._ops import neighbour_pairs
