@@ -5,7 +5,7 @@ adds `{scene, t, id}` (its frame is `(scene, t)`, so `sample` is optional there)
 Validation names the offending record and field and says how to fix it, because evaluation files usually come
 from other people's code.
 
-The array form keeps boxes in the project's layout `[x, y, z, l, w, h, yaw, vx, vy, vz]` (DESIGN.md).
+The array form keeps boxes in the project's layout `[x, y, z, l, w, h, yaw, vx, vy, vz]` (``geometry``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Background-supervision contract for anyone's classification loss: does it have the seed-000 hole?
+"""Background-supervision contract for anyone's classification loss: does it have TAO's unmatched-query hole?
 
 TAO Toolkit's Sparse4D focal loss keeps only rows with ``0 <= target < C``, so unmatched queries (target ``C``) get
 no negative loss and their scores inflate. ``check(loss_fn, num_classes, convention)`` builds one float64 batch from a
@@ -10,12 +10,12 @@ Row groups (the audit's names) and what "supervised" means for each:
 
 - ``matched``: a class ``k``; starts with a low score on ``k`` (below any IoU-like target), so its own column must
   be pushed ``up``. In the table, column ``k`` of this group covers the matched rows of class ``k`` only.
-- ``unmatched`` (label ``C``) and ``dn_negative`` (denoising negatives, label ``-1``): they start with the seed-000
+- ``unmatched`` (label ``C``) and ``dn_negative`` (denoising negatives, label ``-1``): they start with the bug's
   symptom (every class score high, no-object low) and must be supervised as background, i.e. every class column
   pushed ``down`` on every row; with a no-object column (``detr``, ``adapter_no_object``) that column must be
   pushed ``up`` as well. Zero gradient and the wrong sign both fail.
 - ``ignored``: a class, marked ignored the convention's way (``weight`` 0, DETR target ``-100``); it should get no
-  gradient. A gradient there is reported as a note, not a failure: it is over-supervision, not the seed-000 hole.
+  gradient. A gradient there is reported as a note, not a failure: it is over-supervision, not TAO's hole.
   A loss with no way to ignore a row (no ``weight`` parameter, refuses ``-100``) leaves the group untested.
 
 Conventions (``CONVENTIONS``); optional keywords are passed only if the loss's signature declares them:
@@ -76,7 +76,7 @@ class Batch:
 
 def make_batch(num_classes: int, seed: int = 0) -> Batch:
     """Rows in group blocks. Matched rows start with a low score on their class, background rows with the
-    seed-000 symptom (every class high, no-object low): a loss that supervises them must push the score back."""
+    bug's symptom (every class high, no-object low): a loss that supervises them must push the score back."""
     if num_classes < 1:
         raise ContractError(f"num_classes must be >= 1, got {num_classes}")
     gen = torch.Generator().manual_seed(seed)

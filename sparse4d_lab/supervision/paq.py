@@ -1,4 +1,4 @@
-"""PaQ-DETR (seed 003; arXiv 2603.06917) for Sparse4D: pattern-sharing dynamic queries and quality-aware
+"""PaQ-DETR (arXiv 2603.06917) for Sparse4D: pattern-sharing dynamic queries and quality-aware
 one-to-many assignment. Each part can be switched on alone, so the paper's ablation can be run.
 
 From the paper: a small set of learned patterns mixed into every query by softmax weights that a two-layer MLP

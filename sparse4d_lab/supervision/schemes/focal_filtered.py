@@ -1,4 +1,4 @@
-"""``focal_filtered``: TAO Toolkit 6.25.11's custom focal loss, the bug of seed 000, reproduced exactly.
+"""``focal_filtered``: TAO Toolkit 6.25.11's custom focal loss, the bug under test, reproduced exactly.
 
 TAO keeps rows with ``0 <= target < num_classes`` and drops the rest, so background rows (label ``C``) and
 denoising negatives vanish from the loss: nothing ever tells an unmatched query that it is not an object.

@@ -1,4 +1,4 @@
-"""``focal_onehot``: mmdet's sigmoid focal loss as upstream Sparse4D uses it, the fix of seed 000.
+"""``focal_onehot``: mmdet's sigmoid focal loss as upstream Sparse4D uses it, the fix of TAO's bug.
 
 mmdet one-hot encodes over ``C + 1`` and drops the last column, so label ``C`` becomes an all-zero row: a negative
 target on every class. Denoising negatives (label -1) get the same all-zero row, as mmdet's CUDA kernel gives them.

@@ -1,4 +1,4 @@
-"""``focal_tao_patch``: the patch proposed in the reply to seed 000, the fix TAO users will actually apply.
+"""``focal_tao_patch``: the patch proposed in reply to the TAO bug report, the fix TAO users will actually apply.
 
 It keeps ``target >= 0``: background rows (``C``) now get an all-zero one-hot row, but denoising negatives
 (negative labels) are still dropped, so those queries never learn to reject a near-miss copy of an object.

@@ -1,4 +1,5 @@
-"""``vfl_clamped``: seed 002's "fix" for bug #6, clamping background labels to ``C - 1`` before the one-hot.
+"""``vfl_clamped``: an RT-DETR port's "fix" for one-hot's out-of-range background index: background labels
+are clamped to ``C - 1`` before the one-hot.
 
 An unmatched query then carries a one-hot on the last class with target ``iou = 0``: its weight there is
 ``alpha * p^gamma * (1 - 1) + 0 = 0``. The last class silently loses all negative supervision.
