@@ -139,8 +139,12 @@ def test_an_arm_replaces_the_loss_config(tmp_path):
 
 @pytest.mark.parametrize(("name", "preset"), [("tiny", tiny), ("tao_r101", tao_r101)])
 def test_model_configs_equal_their_presets_and_build(name, preset, tmp_path):
-    file = ModelConfig(**OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{name}.yaml")))
-    assert dataclasses.asdict(file) == dataclasses.asdict(preset())
+    # A preset's file lists only what it changes from ModelConfig's defaults (model_schema) and says so first.
+    changes = OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{name}.yaml"))
+    assert changes.pop("defaults") == ["/model_schema", "_self_"]
+    defaults = dataclasses.asdict(ModelConfig())
+    assert all(defaults[k] != (tuple(v) if isinstance(v, list) else v) for k, v in changes.items())
+    assert dataclasses.asdict(ModelConfig(**{**defaults, **changes})) == dataclasses.asdict(preset())
     # A job's model is the preset with its semantics profile's rules (tao by default), fine-tuned with the
     # backbone's norms frozen (init=pretrained).
     cfg = compose_cfg([f"model={name}"], tmp_path)

@@ -1,0 +1,12 @@
+"""The config tree. Loading it (Hydra imports this package to read it) registers ``model_schema``: every field of
+``ModelConfig`` with its default, so that a preset's file lists only what it changes and any field can still be set
+on the command line (``model.grid_mask_prob=0.7``)."""
+
+import dataclasses
+
+from hydra.core.config_store import ConfigStore
+
+from sparse4d_lab.model.config import ModelConfig
+
+# A plain mapping, not the frozen dataclass: a structured node would be read-only for the profiles that set fields.
+ConfigStore.instance().store(name="model_schema", node=dataclasses.asdict(ModelConfig()))
