@@ -23,7 +23,7 @@ from sparse4d_lab.model.config import ModelConfig
 from sparse4d_lab.model.pretrained import PRETRAIN_COMMAND, provenance_path, save_base
 from sparse4d_lab.supervision.schemes import build_scheme
 
-from . import tracking
+from . import conf, tracking  # noqa: F401  (conf registers model_schema, which the config files extend)
 from .build import data_source
 from .job import job_identity, train_job
 from .resources import describe_machine

@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from . import conf  # noqa: F401  (registers model_schema, which the config files extend)
 from .callbacks import stop_on_sigterm
 from .resources import JOB_OVERRIDES_ENV
 

@@ -1,6 +1,6 @@
-"""The config tree. Loading it (Hydra imports this package to read it) registers ``model_schema``: every field of
-``ModelConfig`` with its default, so that a preset's file lists only what it changes and any field can still be set
-on the command line (``model.grid_mask_prob=0.7``)."""
+"""The config tree. Importing this package registers ``model_schema``: every field of ``ModelConfig`` with its
+default, so that a preset's file lists only what it changes and any field can still be set on the command line
+(``model.grid_mask_prob=0.7``). The entry points import it; ``initialize_config_module("experiments.conf")`` does."""
 
 import dataclasses
 
