@@ -24,10 +24,10 @@ from sparse4d_lab.eval.collector import EvalCollector
 from sparse4d_lab.lit import OptimConfig, Sparse4DModule
 from sparse4d_lab.model.anchors import anchors_from_gt
 from sparse4d_lab.model.config import ModelConfig
+from sparse4d_lab.model.pattern_queries import PatternQueries
 from sparse4d_lab.model.pretrained import check_fits, load_base, read_provenance
 from sparse4d_lab.model.sparse4d import Sparse4D
 from sparse4d_lab.supervision.criterion import Sparse4DCriterion
-from sparse4d_lab.supervision.paq import PatternQueries
 from sparse4d_lab.supervision.schemes import REGISTRY, build_scheme
 
 from .checks import check_keys_and_numbers

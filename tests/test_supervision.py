@@ -7,9 +7,10 @@ import torch.nn.functional as F
 
 from sparse4d_lab import geometry
 from sparse4d_lab.model.outputs import Denoising, LayerOutput, ModelOutput
+from sparse4d_lab.model.pattern_queries import PatternQueries
 from sparse4d_lab.supervision.criterion import Sparse4DCriterion
 from sparse4d_lab.supervision.matching import hungarian
-from sparse4d_lab.supervision.paq import PatternQueries, positive_counts, quality_aware_assign
+from sparse4d_lab.supervision.paq import positive_counts, quality_aware_assign
 from sparse4d_lab.supervision.schemes import REGISTRY, build_scheme
 
 C = 4

@@ -17,9 +17,10 @@ from torch import Tensor
 
 from .. import geometry
 from ..model.outputs import Denoising, LayerOutput, ModelOutput
+from ..model.pattern_queries import PatternQueries
 from .losses import anchor_targets, box_loss, centerness_loss, yawness_loss
 from .matching import Assignment, assign_targets, empty_assignment, hungarian, match_cost
-from .paq import PatternQueries, quality_aware_assign
+from .paq import quality_aware_assign
 from .schemes import ClassificationScheme
 from .temporal import TemporalAssignment, keep_then_match
 
