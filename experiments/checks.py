@@ -32,7 +32,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "optim": tuple(f.name for f in dataclasses.fields(OptimConfig)),
     "trainer": tuple(set(inspect.signature(pl.Trainer.__init__).parameters) - {"self", "logger", "callbacks"}),
     "criterion": tuple(set(inspect.signature(Sparse4DCriterion.__init__).parameters) - {"self", "scheme"}),
-    "train": ("batch_size", "eval_batch_size", "clip_len", "num_workers", "max_loss"),
+    "train": ("batch_size", "eval_batch_size", "clip_len", "num_workers", "max_loss", "ema_decay"),
     "eval": ("fp_thresholds", "track_score", "track_min_score"),
     "init": ("mode", "path"),
 }
@@ -83,6 +83,7 @@ def check_keys_and_numbers(cfg: DictConfig) -> None:
     _number(cfg, "train.eval_batch_size", int, 1)
     _number(cfg, "train.num_workers", int, 0)
     _number(cfg, "train.max_loss", float, 0)
+    _number(cfg, "train.ema_decay", float, 0, 1, what=" (null: no average; 0.999 averages ~1000 steps)")
     _number(cfg, "optim.lr", float, 1e-12)
     _number(cfg, "optim.backbone_lr_mult", float, 0)
     _number(cfg, "optim.weight_decay", float, 0)

@@ -18,7 +18,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.entities import Metric, Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
@@ -268,11 +268,14 @@ def fit_and_test(
     for key, value in init_tags(module).items():
         tracking.retry(lambda k=key, v=value: logger.experiment.set_tag(run_id, k, v))
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=1)  # no monitor: the newest
+    callbacks = [checkpoint, RandomStates(), JobProgressBar(f"{cfg.loss.arm} seed {cfg.seed}"), *callbacks]
+    if cfg.train.get("ema_decay") is not None:
+        callbacks.append(weight_average(float(cfg.train.ema_decay), int(cfg.optim.warmup_steps)))
     trainer_args = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if v is not None}
     trainer = pl.Trainer(
         **trainer_args,
         logger=logger,
-        callbacks=[checkpoint, RandomStates(), JobProgressBar(f"{cfg.loss.arm} seed {cfg.seed}"), *callbacks],
+        callbacks=callbacks,
         default_root_dir=cfg.paths.output_dir,
         enable_model_summary=False,
     )
@@ -285,6 +288,13 @@ def fit_and_test(
     if trainer.is_global_zero:
         _log_artifacts(cfg, logger, module, last=ckpt_dir / "last.ckpt", train_time=train_time)
     return metrics
+
+
+def weight_average(decay: float, warmup_steps: int) -> EMAWeightAveraging:
+    """An EMA of the weights from the end of warm-up on: validation and test see it, the checkpoints hold it (and the
+    current weights, to resume), and the trained module ends as it. It smooths the epoch-to-epoch swings of a long
+    run; the early weights of warm-up would only drag it back."""
+    return EMAWeightAveraging(decay=decay, update_starting_at_step=warmup_steps)
 
 
 def _log_artifacts(
