@@ -1,1 +1,2 @@
-"""Hydra entry point `python -m experiments.run` and its config tree."""
+"""The commands: `python -m experiments.run` (jobs and studies), `experiments.pretrain` (a base), `experiments.audit`
+(a supervision audit), and their config tree."""

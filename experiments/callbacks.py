@@ -85,17 +85,17 @@ def stop_on_sigterm() -> None:
 LOCAL_LAUNCHERS = ("BasicLauncher", "JoblibLauncher")
 
 
-def mark_killed_if_unfinished(mlflow, parent: str, jobs_too: bool) -> None:
+def mark_killed_if_unfinished(mlflow: tracking.Store, parent: str, jobs_too: bool) -> None:
     """At exit: a study that never reached its end (Ctrl-C, a fatal error) is KILLED, not left RUNNING; with
     ``jobs_too``, so are its jobs still RUNNING (joblib kills its workers before they can say so themselves)."""
     if os.environ.get(STUDY_RUN_ENV) != parent:
         return
-    tracking.retry(lambda: mlflow.set_terminated(parent, "KILLED"))
+    mlflow.set_terminated(parent, "KILLED")
     if jobs_too:
-        parent_run = tracking.retry(lambda: mlflow.get_run(parent))
+        parent_run = mlflow.get_run(parent)
         query = f"tags.{MLFLOW_PARENT_RUN_ID} = '{parent}' and attributes.status = 'RUNNING'"
-        for run in tracking.retry(lambda: mlflow.search_runs([parent_run.info.experiment_id], query)):
-            tracking.retry(lambda r=run: mlflow.set_terminated(r.info.run_id, "KILLED"))
+        for run in mlflow.search_runs([parent_run.info.experiment_id], query):
+            mlflow.set_terminated(run.info.run_id, "KILLED")
 
 
 class StudyCallback(Callback):
@@ -143,15 +143,14 @@ class StudyCallback(Callback):
         fail_if_jobs_failed(tracking.client(uri), parent)
 
 
-def fail_if_jobs_failed(mlflow, parent: str) -> None:
+def fail_if_jobs_failed(mlflow: tracking.Store, parent: str) -> None:
     """A study with a FAILED job is FAILED (tag ``failed_jobs``: arm, seed and run of each) and exits non-zero, so
     scripts and CI notice; its table is written first either way."""
-    parent_run = tracking.retry(lambda: mlflow.get_run(parent))
+    parent_run = mlflow.get_run(parent)
     children = tracking.child_runs(mlflow, parent_run.info.experiment_id, parent)
     failed = [r for r in children if r.info.status == "FAILED"]
     if not failed:
         return
     names = sorted(f"{r.data.tags.get('arm')} seed {r.data.tags.get('seed')} ({r.info.run_id})" for r in failed)
-    tracking.retry(lambda: mlflow.set_tag(parent, "failed_jobs", "; ".join(names)[:5000]))
-    tracking.retry(lambda: mlflow.set_terminated(parent, "FAILED"))
+    mlflow.fail(parent, "; ".join(names), tag="failed_jobs")
     raise SystemExit(f"study {parent_run.data.tags.get('ab')}: {len(failed)} job(s) FAILED: {'; '.join(names)}")

@@ -68,15 +68,21 @@ def parent_run(cfg: DictConfig) -> str | None:
     return study_parent(cfg, HydraConfig.get())
 
 
-def log_config(mlflow, run_id: str, identity: dict[str, Any]) -> None:
+def log_config(mlflow: tracking.Store, run_id: str, identity: dict[str, Any]) -> None:
     """The flattened config as the run's params, in MLflow's batches of 100 and within its length limits."""
     params = [Param(k[:250], v[:6000]) for k, v in flatten(identity).items()]
     for start in range(0, len(params), 100):
-        tracking.retry(lambda s=start: mlflow.log_batch(run_id, params=params[s : s + 100]))
+        mlflow.log_batch(run_id, params=params[start : start + 100])
 
 
 def open_run(
-    cfg: DictConfig, mlflow, exp_id: str, identity: dict, job_hash: str, kind: str = "job", owner: str = ""
+    cfg: DictConfig,
+    mlflow: tracking.Store,
+    exp_id: str,
+    identity: dict,
+    job_hash: str,
+    kind: str = "job",
+    owner: str = "",
 ) -> tuple[str | None, bool]:
     """(run id, resumed?) for this job, claimed for ``owner``; run id None when the job is skipped: a complete run
     exists, or another live process owns the run (``lease.py``). ``kind`` tags the run: ``job`` (a study's or a
@@ -107,12 +113,11 @@ def open_run(
         if not claim(mlflow, run_id, owner):
             log.info("job %s was claimed by another process at the same moment: skipped", job_hash)
             return None, False
-        tracking.retry(lambda: mlflow.update_run(run_id, status="RUNNING"))
-        for key, value in tags.items():
-            tracking.retry(lambda k=key, v=value: mlflow.set_tag(run_id, k, v))
+        mlflow.update_run(run_id, status="RUNNING")
+        mlflow.set_tags(run_id, tags)
         return run_id, True
     tags |= {OWNER_TAG: owner, HEARTBEAT_TAG: f"{time.time():.0f}"}
-    run_id = tracking.retry(lambda: mlflow.create_run(exp_id, tags=tags)).info.run_id
+    run_id = mlflow.create_run(exp_id, tags=tags).info.run_id
     log_config(mlflow, run_id, identity)
     return run_id, False
 
@@ -125,7 +130,7 @@ def process_rank() -> int:
     return 0
 
 
-def worker_run(mlflow, exp_id: str, job_hash: str, timeout: float = 300.0) -> str:
+def worker_run(mlflow: tracking.Store, exp_id: str, job_hash: str, timeout: float = 300.0) -> str:
     """A DDP worker (rank > 0) logs into rank 0's run: handed down by the environment, or looked up when a
     cluster launcher started every rank at once."""
     if os.environ.get(JOB_RUN_ENV):
@@ -174,20 +179,16 @@ def train_job(cfg: DictConfig, kind: str = "job", raise_failure: bool = False) -
         with ddp_handover(run_id, resume_from), heartbeat(mlflow, run_id):
             metrics = fit_and_test(cfg, uri, run_id, ckpt_dir, resume_from, logged=logged)
     except (KeyboardInterrupt, SystemExit):
-        tracking.retry(lambda: mlflow.set_terminated(run_id, "KILLED"))
+        mlflow.set_terminated(run_id, "KILLED")
         raise
     except Exception as err:
         log.exception("job %s (%s seed %s) failed", job_hash, cfg.loss.arm, cfg.seed)
         message = f"{type(err).__name__}: {err}"[:5000]
-        tracking.retry(lambda: mlflow.set_tag(run_id, "error", message))
-        tracking.retry(lambda: mlflow.set_terminated(run_id, "FAILED"))
+        mlflow.fail(run_id, message)
         if raise_failure:
             raise JobFailed(f"job {job_hash} ({cfg.loss.arm} seed {cfg.seed}) failed: {message}") from err
         return None
-    if resumed and "error" in tracking.retry(lambda: mlflow.get_run(run_id)).data.tags:
-        tracking.retry(lambda: mlflow.delete_tag(run_id, "error"))  # an earlier attempt's, not this one's
-    tracking.retry(lambda: mlflow.set_tag(run_id, "complete", "1"))
-    tracking.retry(lambda: mlflow.set_terminated(run_id, "FINISHED"))
+    mlflow.finish(run_id)
     return metrics
 
 
@@ -264,9 +265,8 @@ def fit_and_test(
     pl.seed_everything(int(cfg.seed), workers=True)
     datamodule, module = build_components(cfg)
     logger = JobLogger(experiment_name=cfg.logger.experiment, tracking_uri=uri, run_id=run_id, logged=logged)
-    tracking.retry(lambda: logger.experiment.set_tag(run_id, "threads", str(threads)))  # floats depend on it
-    for key, value in init_tags(module).items():
-        tracking.retry(lambda k=key, v=value: logger.experiment.set_tag(run_id, k, v))
+    tracking.Store(logger.experiment).set_tags(run_id, {"threads": str(threads), **init_tags(module)})  # floats
+    # depend on the threads
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=1)  # no monitor: the newest
     callbacks = [checkpoint, RandomStates(), JobProgressBar(f"{cfg.loss.arm} seed {cfg.seed}"), *callbacks]
     if cfg.train.get("ema_decay") is not None:
@@ -300,12 +300,12 @@ def weight_average(decay: float, warmup_steps: int) -> EMAWeightAveraging:
 def _log_artifacts(
     cfg: DictConfig, logger: MLFlowLogger, module: Sparse4DModule, last: Path, train_time: float
 ) -> None:
-    client, run_id = logger.experiment, logger.run_id
-    tracking.retry(lambda: client.log_batch(run_id, metrics=[Metric("train_time_s", train_time, 0, 0)]))
+    client, run_id = tracking.Store(logger.experiment), logger.run_id
+    client.log_batch(run_id, metrics=[Metric("train_time_s", train_time, 0, 0)])
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     for path in [out / "config.yaml", *module.collector.write_artifacts(out)]:
-        tracking.retry(lambda p=path: client.log_artifact(run_id, str(p)))
+        client.log_artifact(run_id, str(path))
     if cfg.logger.log_checkpoint and last.exists():
-        tracking.retry(lambda: client.log_artifact(run_id, str(last), "checkpoints"))
+        client.log_artifact(run_id, str(last), "checkpoints")

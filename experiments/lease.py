@@ -69,15 +69,15 @@ def claim_lock(uri: str) -> Iterator[None]:
         yield
 
 
-def claim(mlflow, run_id: str, me: str) -> bool:
+def claim(mlflow: tracking.Store, run_id: str, me: str) -> bool:
     """Write this process as the run's owner; False if another owner's claim landed last."""
-    tracking.retry(lambda: mlflow.set_tag(run_id, OWNER_TAG, me))
-    tracking.retry(lambda: mlflow.set_tag(run_id, HEARTBEAT_TAG, f"{time.time():.0f}"))
-    return tracking.retry(lambda: mlflow.get_run(run_id)).data.tags.get(OWNER_TAG) == me
+    mlflow.set_tag(run_id, OWNER_TAG, me)
+    mlflow.set_tag(run_id, HEARTBEAT_TAG, f"{time.time():.0f}")
+    return mlflow.get_run(run_id).data.tags.get(OWNER_TAG) == me
 
 
 @contextlib.contextmanager
-def heartbeat(mlflow, run_id: str, interval: float = HEARTBEAT_S) -> Iterator[None]:
+def heartbeat(mlflow: tracking.Store, run_id: str, interval: float = HEARTBEAT_S) -> Iterator[None]:
     """Refresh the run's heartbeat while the block runs (the job trains)."""
     stop = threading.Event()
 

@@ -48,11 +48,11 @@ def guard_out(weights: Path, job_hash: str, overwrite: bool) -> None:
         )
 
 
-def curves(mlflow, run_id: str) -> dict[str, list[list[float]]]:
+def curves(mlflow: tracking.Store, run_id: str) -> dict[str, list[list[float]]]:
     """Each validation metric's history as [step, value] pairs, in step order."""
     out = {}
     for key in CURVES:
-        history = tracking.retry(lambda k=key: mlflow.get_metric_history(run_id, k))
+        history = mlflow.get_metric_history(run_id, key)
         out[key] = [[int(m.step), round(float(m.value), 6)] for m in sorted(history, key=lambda m: m.step)]
     return out
 

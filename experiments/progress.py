@@ -13,8 +13,6 @@ import threading
 import time
 from dataclasses import dataclass
 
-from mlflow import MlflowClient
-
 from . import tracking
 
 log = logging.getLogger(__name__)
@@ -60,10 +58,10 @@ def line(study: str, c: Counts, elapsed_s: float) -> str:
 class StudyProgress:
     """Watches a study's parent run from a daemon thread; ``stop`` logs the last line."""
 
-    def __init__(self, mlflow: MlflowClient, parent: str, study: str, total: int, slots: int, interval_s: float = 5):
+    def __init__(self, mlflow: tracking.Store, parent: str, study: str, total: int, slots: int, interval_s: float = 5):
         self.mlflow, self.parent, self.study, self.total, self.slots = mlflow, parent, study, total, slots
         self.interval_s, self.started = interval_s, time.time()
-        self.experiment = tracking.retry(lambda: mlflow.get_run(parent)).info.experiment_id
+        self.experiment = mlflow.get_run(parent).info.experiment_id
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="study-progress", daemon=True)
         self._last: tuple[int, int, int] | None = None

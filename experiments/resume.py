@@ -59,21 +59,18 @@ def readable_checkpoint(ckpt_dir: Path) -> tuple[Path, int] | None:
     return None
 
 
-def logged_steps(mlflow, run_id: str) -> dict[str, int]:
+def logged_steps(mlflow: tracking.Store, run_id: str) -> dict[str, int]:
     """Metric -> the last step the run holds of it."""
-    run = tracking.retry(lambda: mlflow.get_run(run_id))
-    return {
-        key: max(m.step for m in tracking.retry(lambda k=key: mlflow.get_metric_history(run_id, k)))
-        for key in run.data.metrics
-    }
+    run = mlflow.get_run(run_id)
+    return {key: max(m.step for m in mlflow.get_metric_history(run_id, key)) for key in run.data.metrics}
 
 
-def record_resume(mlflow, run_id: str, step: int) -> None:
+def record_resume(mlflow: tracking.Store, run_id: str, step: int) -> None:
     """Tags: how often the run was resumed (``resumes``) and from which steps (``resumed_from_steps``)."""
-    tags = tracking.retry(lambda: mlflow.get_run(run_id)).data.tags
+    tags = mlflow.get_run(run_id).data.tags
     steps = [s for s in tags.get("resumed_from_steps", "").split(",") if s] + [str(step)]
-    tracking.retry(lambda: mlflow.set_tag(run_id, "resumes", str(len(steps))))
-    tracking.retry(lambda: mlflow.set_tag(run_id, "resumed_from_steps", ",".join(steps)))
+    mlflow.set_tag(run_id, "resumes", str(len(steps)))
+    mlflow.set_tag(run_id, "resumed_from_steps", ",".join(steps))
 
 
 def new_metrics(metrics: dict[str, float], step: int | None, logged: dict[str, int]) -> dict[str, float]:

@@ -22,7 +22,6 @@ from hydra import initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from hydra.utils import instantiate
-from mlflow import MlflowClient
 from mlflow.entities import Metric
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 from omegaconf import DictConfig, OmegaConf
@@ -175,14 +174,14 @@ def _run(cfg: DictConfig, spec: SweepSpec) -> optuna.Study:
     return study
 
 
-def parent_run(mlflow: MlflowClient, exp_id: str, spec: SweepSpec, cfg: DictConfig) -> str:
+def parent_run(mlflow: tracking.Store, exp_id: str, spec: SweepSpec, cfg: DictConfig) -> str:
     """The study's MLflow parent run: found by study name and storage, else created (call under the lock)."""
     where = display_url(cfg.storage)
     key = tracking.config_hash({"study": cfg.study_name, "storage": where})
     existing = tracking.find_runs(mlflow, exp_id, f"tags.kind = 'sweep' and tags.sweep_key = '{key}'")
     if existing:
         run_id = existing[0].info.run_id
-        tracking.retry(lambda: mlflow.update_run(run_id, status="RUNNING"))
+        mlflow.update_run(run_id, status="RUNNING")
     else:
         tags = {
             "kind": "sweep",
@@ -194,8 +193,8 @@ def parent_run(mlflow: MlflowClient, exp_id: str, spec: SweepSpec, cfg: DictConf
             "knobs": ", ".join(p.name for p in spec.params),
             MLFLOW_RUN_NAME: f"sweep:{cfg.study_name}",
         }
-        run_id = tracking.retry(lambda: mlflow.create_run(exp_id, tags=tags)).info.run_id
-    tracking.retry(lambda: mlflow.set_tag(run_id, "n_trials", str(cfg.n_trials)))
+        run_id = mlflow.create_run(exp_id, tags=tags).info.run_id
+    mlflow.set_tag(run_id, "n_trials", str(cfg.n_trials))
     return run_id
 
 
@@ -218,7 +217,7 @@ def _cell(value: object) -> str:
 
 
 def report(
-    study: optuna.Study, spec: SweepSpec, mlflow: MlflowClient, parent: str, cfg: DictConfig, status: str
+    study: optuna.Study, spec: SweepSpec, mlflow: tracking.Store, parent: str, cfg: DictConfig, status: str
 ) -> None:
     """Print the best trial or Pareto front and log it on the parent run; the last worker out closes the run."""
     trials = study.get_trials(deepcopy=False)
@@ -246,20 +245,19 @@ def report(
         (Path(tmp) / "best_trials.md").write_text(text + "\n")
         (Path(tmp) / "best_trials.json").write_text(json.dumps(rows, indent=1))
         for name in ("best_trials.md", "best_trials.json"):
-            tracking.retry(lambda n=name: mlflow.log_artifact(parent, str(Path(tmp) / n)))
+            mlflow.log_artifact(parent, str(Path(tmp) / name))
     tags = {
         "best_trials": ",".join(str(t.number) for t in best),
         **{f"trials_{s.name.lower()}": str(states[s.name]) for s in TrialState},
     }
-    for key, value in tags.items():
-        tracking.retry(lambda k=key, v=value: mlflow.set_tag(parent, k, v))
+    mlflow.set_tags(parent, tags)
     if len(best) == 1:
         metrics = [
             Metric(f"best/{o.key}", v, 0, best[0].number) for o, v in zip(spec.objectives, best[0].values, strict=True)
         ]
-        tracking.retry(lambda: mlflow.log_batch(parent, metrics=metrics))
+        mlflow.log_batch(parent, metrics=metrics)
     if states["RUNNING"] == 0:  # other workers' trials still running: the last worker out closes the parent
-        tracking.retry(lambda: mlflow.set_terminated(parent, status))
+        mlflow.set_terminated(parent, status)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sweeps")

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import optuna
-from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial
@@ -45,7 +44,7 @@ class TrialContext:
     compose: Callable[[list[str], Path], DictConfig]  # overrides, output dir -> experiment config
     overrides: list[str]  # the sweep's fixed overrides, the command line's, and the training seed
     output_dir: Path
-    mlflow: MlflowClient
+    mlflow: tracking.Store
     uri: str
     experiment_id: str
     parent_run: str
@@ -115,7 +114,7 @@ class Objective:
             MLFLOW_PARENT_RUN_ID: c.parent_run,
             MLFLOW_RUN_NAME: f"{c.study_name}-trial{trial.number}",
         }
-        run_id = tracking.retry(lambda: c.mlflow.create_run(c.experiment_id, tags=tags)).info.run_id
+        run_id = c.mlflow.create_run(c.experiment_id, tags=tags).info.run_id
         log_config(c.mlflow, run_id, identity)
         return run_id
 
@@ -123,14 +122,13 @@ class Objective:
         close_run(self.c.mlflow, run_id, status, state, **tags)
 
 
-def close_run(mlflow: MlflowClient, run_id: str, status: str, state: str, **tags: str) -> None:
+def close_run(mlflow: tracking.Store, run_id: str, status: str, state: str, **tags: str) -> None:
     """End a trial's MLflow run with its Optuna state as the tag ``trial_state``."""
-    for key, value in {"trial_state": state, **tags}.items():
-        tracking.retry(lambda k=key, v=value: mlflow.set_tag(run_id, k, v))
-    tracking.retry(lambda: mlflow.set_terminated(run_id, status))
+    mlflow.set_tags(run_id, {"trial_state": state, **tags})
+    mlflow.set_terminated(run_id, status)
 
 
-def close_dead_worker_runs(mlflow: MlflowClient) -> Callable[[optuna.Study, FrozenTrial], None]:
+def close_dead_worker_runs(mlflow: tracking.Store) -> Callable[[optuna.Study, FrozenTrial], None]:
     """For the storage's heartbeat: a trial whose worker died is FAIL in Optuna, and FAILED in MLflow too."""
 
     def close(study: optuna.Study, trial: FrozenTrial) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparse4d_lab.supervision.audit import main
+from experiments.audit import main
 from sparse4d_lab.supervision.contract import (
     CONTRACT_GROUPS,
     ContractError,

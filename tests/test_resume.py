@@ -6,9 +6,9 @@ import random
 
 import numpy as np
 import torch
-from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
+from experiments import tracking
 from experiments.job import JobLogger
 from experiments.resume import RandomStates, readable_checkpoint, record_resume
 
@@ -48,7 +48,7 @@ def test_a_corrupt_last_checkpoint_falls_back_to_the_newest_readable_one(tmp_pat
 
 def test_a_resumed_run_keeps_each_step_once_and_says_how_often_it_resumed(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri)
+    client = tracking.client(uri)
     run_id = client.create_run(client.create_experiment("e")).info.run_id
     first = JobLogger(experiment_name="e", tracking_uri=uri, run_id=run_id)
     for step in range(5):  # the killed process got to step 4; its checkpoint was at step 2
@@ -77,7 +77,7 @@ def test_a_run_whose_owner_lives_is_left_to_it_and_a_dead_owners_is_taken_over(t
     from experiments.lease import HEARTBEAT_TAG, OWNER_TAG, owner_alive
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri)
+    client = tracking.client(uri)
     exp = client.create_experiment("e")
     other = subprocess.Popen(["sleep", "60"])  # another process on this host, training the job
     host = socket.gethostname()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
@@ -225,8 +226,14 @@ def kill_after_first_checkpoint(proc: subprocess.Popen, workdir: Path) -> None:
     proc.wait()
 
 
-def test_killed_pretrain_resumes_into_its_run_and_writes_its_base(workdir):
-    overrides = ["debug=smoke", "trainer.max_epochs=3", "trainer.limit_train_batches=2", "logger.log_checkpoint=false"]
+def test_killed_pretrain_resumes_into_its_run_and_writes_its_base(workdir, empty_store):
+    overrides = ["debug=smoke", "trainer.max_epochs=3", "trainer.limit_train_batches=2", "logger.log_checkpoint=false",
+                 "threads=1"]  # fmt: skip
+    # The same pretraining never interrupted, beside it, into a store, checkpoints and base of its own.
+    shutil.copy(empty_store, workdir / "b.db")
+    elsewhere = [f"logger.tracking_uri=sqlite:///{workdir / 'b.db'}", f"paths.checkpoints={workdir / 'b'}",
+                 f"pretrain.out={workdir / 'b' / 'base'}"]  # fmt: skip
+    reference = start(workdir, *overrides, *elsewhere, module="experiments.pretrain")
     kill_after_first_checkpoint(start(workdir, *overrides, module="experiments.pretrain"), workdir)
     client, exp = store(workdir)
     [killed] = client.search_runs([exp], "tags.kind = 'pretrain'")
@@ -242,6 +249,15 @@ def test_killed_pretrain_resumes_into_its_run_and_writes_its_base(workdir):
     history = client.get_metric_history(done.info.run_id, "val/mAP")
     assert sorted({m.step for m in history}) == [s for s, _ in record["curves"]["val/mAP"]][-3:]
     assert record["command"] == "python -m experiments.pretrain " + " ".join(overrides)
+    # The base is the EMA of the weights (schedule/pretrain), resumed with them: the base never interrupted holds
+    # the same tensors, and they are not the last step's weights.
+    assert reference.wait() == 0, (workdir.parent / "0.log").read_text()[-3000:]
+    base, whole = (torch.load(path, weights_only=True) for path in (weights, workdir / "b" / "base.pt"))
+    assert base.keys() == whole.keys() and all(torch.equal(v, whole[k]) for k, v in base.items())
+    [last] = workdir.glob("checkpoints/*/last.ckpt")
+    current = torch.load(last, weights_only=True)["current_model_state"]
+    assert base.keys() == {k.removeprefix("model.") for k in current if k.startswith("model.")}
+    assert not all(torch.equal(v, current[f"model.{k}"]) for k, v in base.items())
     # The base is the run's last weights; a study's job fine-tunes from it.
     run(workdir, "debug=smoke", "trainer.max_epochs=1", f"init.path={weights}")
     [job] = jobs(client, exp)

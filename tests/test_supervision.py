@@ -226,7 +226,7 @@ def test_pattern_queries_are_convex_mixtures():
 
 
 def test_audit_shows_the_silent_losses(tmp_path):
-    from sparse4d_lab.supervision.audit import audit, render
+    from experiments.audit import audit, render
 
     filtered = audit("focal_filtered", cache_dir=tmp_path)
     assert filtered["unmatched"].queries > 0 and filtered["unmatched"].with_gradient == 0.0

@@ -20,6 +20,7 @@ from optuna.trial import TrialState, create_trial
 from services import free_port, serving
 
 import sweeps.trial
+from experiments import tracking
 from sparse4d_lab.errors import ConfigError
 from sparse4d_lab.eval.keys import metric_names
 from sweeps.run import compose_experiment, experiment_configs, experiment_groups, report, run_sweep
@@ -286,7 +287,7 @@ work(study, StudyLock(url, "race"), objective, n_trials=1, max_failed=0)
 
 
 def test_a_trial_whose_worker_died_is_failed_in_optuna_and_mlflow(in_tmp):
-    url, client = "sqlite:///sweeps.db", MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+    url, client = "sqlite:///sweeps.db", tracking.client(os.environ["MLFLOW_TRACKING_URI"])
     study = optuna.create_study(study_name="race", storage=storage(url, 1, close_dead_worker_runs(client)))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-c", DYING_WORKER, url, os.environ["MLFLOW_TRACKING_URI"]]
@@ -321,7 +322,7 @@ def test_the_failure_limit_stops_a_worker(tmp_path):
 
 
 def test_report_prints_and_logs_the_best_trial_or_the_pareto_front(in_tmp, capsys):
-    client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+    client = tracking.client(os.environ["MLFLOW_TRACKING_URI"])
     exp = client.create_experiment("sparse4d_lab")
     for name, values, best in [
         ("smoke", [[0.2, 3.0], [0.4, 1.0], [0.1, 5.0], [0.3, 0.5]], [1, 3]),

@@ -42,8 +42,6 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor
 
-from .audit import render_table
-
 # The arm audit's group names (a denoising positive is a matched row to a loss), plus the rows a loss must ignore.
 CONTRACT_GROUPS = ("matched", "unmatched", "dn_negative", "ignored")
 NEGATIVES = ("unmatched", "dn_negative")
@@ -315,6 +313,20 @@ def check(
         notes.append("ignored rows not tested: the loss takes no weight")
     report.verdict = _verdict(report.failures, num_classes, len(columns))
     return report
+
+
+def render_table(
+    title: str, lead: list[tuple[str, int]], columns: list[str], rows: dict[str, tuple[list[str], list[str]]]
+) -> str:
+    """The one-screen table both the arm audit (``python -m experiments.audit``) and the loss contract print: a
+    title, then one line per group with its leading cells (``lead`` names them and gives their widths) and one cell
+    per logit column."""
+    header = " ".join([f"{'group':<12}", *(f"{n:>{w}}" for n, w in lead)])
+    lines = [title, header + "  " + "  ".join(f"{n[:12]:>12}" for n in columns)]
+    for group, (first, cells) in rows.items():
+        line = " ".join([f"{group:<12}", *(f"{c:>{w}}" for c, (_, w) in zip(first, lead, strict=True))])
+        lines.append(line + "  " + "  ".join(f"{c:>12}" for c in cells))
+    return "\n".join(lines)
 
 
 def render_contract(report: ContractReport) -> str:

@@ -1,13 +1,13 @@
 """Supervision audit: which queries' classification logits actually receive a gradient under an arm.
 
-``python -m sparse4d_lab.supervision.audit --arm focal_filtered [--semantics tao|upstream] [--json]`` runs one
+``python -m experiments.audit --arm focal_filtered [--semantics tao|upstream] [--json]`` runs one
 training batch of the synthetic warehouse through a Sparse4D model and the arm's criterion under a semantics
 profile's rules, back-propagates the loss, and reports per query group (matched, unmatched, denoising positive,
 denoising negative) the share of queries whose logits get a non-zero gradient, overall and per class column. It
 shows in one screen what no loss curve shows: ``focal_filtered`` gives unmatched queries nothing, ``vfl_clamped``
 gives the last class nothing.
 
-``python -m sparse4d_lab.supervision.audit --loss-fn package.module:Name [--init JSON] [--convention mmdet]`` (or
+``python -m experiments.audit --loss-fn package.module:Name [--init JSON] [--convention mmdet]`` (or
 ``--loss-file path/to/file.py:Name``) checks your own classification loss instead: does it supervise unmatched
 queries and denoising negatives as background (``sparse4d_lab.supervision.contract``)? Exit code 0 ok, 1 the
 contract fails, 2 bad input. Loading a loss runs its code: importing a module runs its import-time code, and
@@ -31,12 +31,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..data import CLASSES, SequenceDataset, WarehouseConfig, collate, load_split
-from ..model.config import ModelConfig, tiny
-from ..model.sparse4d import Sparse4D
-from ..semantics import SEMANTICS, profile
-from .criterion import Sparse4DCriterion
-from .schemes import REGISTRY, build_scheme
+from sparse4d_lab.data import CLASSES, SequenceDataset, WarehouseConfig, collate, load_split
+from sparse4d_lab.model.config import ModelConfig, tiny
+from sparse4d_lab.model.sparse4d import Sparse4D
+from sparse4d_lab.semantics import SEMANTICS, profile
+from sparse4d_lab.supervision.contract import CONVENTIONS, ContractError, check, render_contract, render_table
+from sparse4d_lab.supervision.criterion import Sparse4DCriterion
+from sparse4d_lab.supervision.schemes import REGISTRY, build_scheme
 
 GROUPS = ("matched", "unmatched", "dn_positive", "dn_negative")
 AUDIT_DATA = WarehouseConfig(
@@ -107,19 +108,6 @@ def audit(
         chosen = dn.valid & (dn.positive if mask == "positive" else ~dn.positive)
         report[name] = _group_report(dn_grads, [chosen] * len(dn_grads), scheme.num_logits, dn.layers[-1].anchor.grad)
     return report
-
-
-def render_table(
-    title: str, lead: list[tuple[str, int]], columns: list[str], rows: dict[str, tuple[list[str], list[str]]]
-) -> str:
-    """The one-screen table both the arm audit and the loss contract print: a title, then one line per group with
-    its leading cells (``lead`` names them and gives their widths) and one cell per logit column."""
-    header = " ".join([f"{'group':<12}", *(f"{n:>{w}}" for n, w in lead)])
-    lines = [title, header + "  " + "  ".join(f"{n[:12]:>12}" for n in columns)]
-    for group, (first, cells) in rows.items():
-        line = " ".join([f"{group:<12}", *(f"{c:>{w}}" for c, (_, w) in zip(first, lead, strict=True))])
-        lines.append(line + "  " + "  ".join(f"{c:>12}" for c in cells))
-    return "\n".join(lines)
 
 
 def render(arm: str, report: dict[str, GroupReport], semantics: str = "tao") -> str:
@@ -195,8 +183,6 @@ def _load_module(where: str):
 def _contract_main(args: argparse.Namespace) -> int:
     """``--loss-fn`` / ``--loss-file``: the background-supervision contract on a user's loss; 0 ok, 1 failed, 2 bad
     input (one line on stderr)."""
-    from .contract import ContractError, check, render_contract
-
     spec = args.loss_fn or args.loss_file
     try:
         try:
@@ -215,10 +201,8 @@ def _contract_main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .contract import CONVENTIONS
-
     parser = argparse.ArgumentParser(
-        prog="python -m sparse4d_lab.supervision.audit",
+        prog="python -m experiments.audit",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
