@@ -6,24 +6,13 @@ on arrays (`Detections`, `Tracks`, `TrackingFrames`), so it serves any detector,
 
 from .detection import DetectionConfig, MetricData, detection_metric_data, evaluate_detection, summarize_detection
 from .false_positives import false_positive_report, match_detections, near_distractor, query_score_distribution
+from .motmetrics import clear_mot, id_stability
+from .nuscenes_tracking import TrackingConfig, nuscenes_tracking
 from .queries import gini, lorenz_curve, query_utilisation, slot_activation
-from .records import (
-    Detections,
-    EvalInputError,
-    Tracks,
-    detections_from_records,
-    load_records,
-    tracks_from_records,
-)
-from .tracking import (
-    TrackingConfig,
-    TrackingFrames,
-    clear_mot,
-    evaluate_tracking,
-    id_stability,
-    nuscenes_tracking,
-    trackeval_metrics,
-)
+from .records import Detections, EvalInputError, Tracks, detections_from_records, load_records, tracks_from_records
+from .trackeval import trackeval_metrics
+from .tracking import evaluate_tracking
+from .tracking_frames import TrackingFrames
 
 __all__ = [
     "DetectionConfig",

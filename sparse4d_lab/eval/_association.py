@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._ops import combine_keys, connected_components, int_order, segment_bounds, solve_assignment_groups
+from ._codes import combine_keys, int_order, segment_bounds
+from ._ops import connected_components, solve_assignment_groups
 
 
 @dataclass(frozen=True)
@@ -279,3 +280,17 @@ def object_event_stats(obj: np.ndarray, pos: np.ndarray, tracked: np.ndarray, n_
         "first_tracked_pos": first_tracked,
         "longest_gap": gap,
     }
+
+
+def id_global_matching(gt_track: np.ndarray, hyp_track: np.ndarray, n_gt_tracks: int, n_hyp_tracks: int) -> int:
+    """Frames shared by a one-to-one matching of ground-truth and predicted ids maximising them (IDTP).
+
+    Each argument pair is one frame in which the two tracks are within the gate of each other.
+    """
+    if len(gt_track) == 0:
+        return 0
+    _, first, counts = np.unique(combine_keys(gt_track, hyp_track), return_index=True, return_counts=True)
+    g, h = gt_track[first], hyp_track[first]
+    labels = connected_components(n_gt_tracks, n_hyp_tracks, g, h)
+    chosen = solve_assignment_groups(labels[g], g, h, counts.astype(float), maximize=True)
+    return int(counts[chosen].sum())

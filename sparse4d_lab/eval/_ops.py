@@ -1,4 +1,4 @@
-"""Array building blocks shared by the evaluators: grouping, neighbour search on the floor plane, assignment.
+"""Array building blocks shared by the evaluators: distances and neighbour search on the floor plane, assignment.
 
 Everything here works on flat arrays (one row per box or per candidate pair) so that the evaluators can treat
 thousands of frames at once instead of looping over frames and boxes in Python.
@@ -9,84 +9,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from ._codes import int_order, segment_bounds
 from .records import EvalInputError
 
 EPS = np.finfo("float").eps
-
-
-def codes_by_first_appearance(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Integer codes numbered in order of first appearance, and the distinct values in that order.
-
-    The devkits keep their containers in insertion order; numbering by first appearance keeps that order.
-    """
-    values = np.asarray(values)
-    if values.size == 0:
-        return np.zeros(0, np.int64), values[:0]
-    uniq, first, inverse = np.unique(values, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")
-    rank = np.empty(len(order), np.int64)
-    rank[order] = np.arange(len(order))
-    return rank[inverse.reshape(-1)], uniq[order]
-
-
-def dense_codes(*keys: np.ndarray) -> tuple[np.ndarray, int]:
-    """Dense integer codes (sorted order) of the rows of several equally long integer key arrays."""
-    n = len(keys[0])
-    if n == 0:
-        return np.zeros(0, np.int64), 0
-    stacked = np.stack([np.asarray(k, np.int64) for k in keys], axis=1)
-    _, inverse = np.unique(stacked, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    return inverse.astype(np.int64), int(inverse.max()) + 1
-
-
-def combine_keys(*keys: np.ndarray) -> np.ndarray:
-    """One int64 key per row preserving the lexicographic order of (keys[0], keys[1], ...) (non-negative keys)."""
-    out = np.zeros(len(keys[0]), np.int64)
-    for k in keys:
-        k = np.asarray(k, np.int64)
-        span = int(k.max()) + 1 if k.size else 1
-        limit = np.iinfo(np.int64).max // max(span, 1)
-        if out.size and int(out.max()) >= limit:
-            return dense_codes(*keys)[0]
-        out = out * span + k
-    return out
-
-
-def int_order(*keys: np.ndarray) -> np.ndarray:
-    """Stable order of rows by non-negative integer keys, the first key most significant (like `np.lexsort` with
-    the keys reversed), through one combined key when it fits in int64: one sort instead of one per key."""
-    combined = np.zeros(len(keys[0]), np.int64)
-    for k in keys:
-        k = np.asarray(k, np.int64)
-        span = int(k.max()) + 1 if k.size else 1
-        if combined.size and int(combined.max()) >= np.iinfo(np.int64).max // span:
-            return np.lexsort(keys[::-1])
-        combined = combined * span + k
-    return np.argsort(combined, kind="stable")
-
-
-def segment_bounds(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end (exclusive) of each run of equal values in a sorted array."""
-    n = len(sorted_keys)
-    if n == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    cut = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
-    return np.r_[0, cut], np.r_[cut, n]
-
-
-def rank_within_groups(group: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """Position of every row inside its group when the rows are visited in `order` (a permutation)."""
-    rank = np.empty(len(group), np.int64)
-    if len(group) == 0:
-        return rank
-    g = group[order]
-    sorter = np.argsort(g, kind="stable")
-    gs = g[sorter]
-    starts, ends = segment_bounds(gs)
-    pos = np.arange(len(gs)) - np.repeat(starts, ends - starts)
-    rank[order[sorter]] = pos
-    return rank
 
 
 def planar_distance(xy_a: np.ndarray, xy_b: np.ndarray) -> np.ndarray:

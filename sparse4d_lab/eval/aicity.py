@@ -31,7 +31,8 @@ from ..data.real import DataError, class_key
 from ._association import Pairs
 from ._ops import neighbour_pairs
 from .records import EvalInputError, Tracks, encode_tracking
-from .tracking import TrackingFrames, hota_combine, hota_per_sequence
+from .trackeval import hota_combine, hota_per_sequence
+from .tracking_frames import TrackingFrames
 
 AICITY_CLASSES = MTMC_CLASSES  # class id = index
 # Other spellings of the same classes (the project's names match the AI City ones up to case and underscores).

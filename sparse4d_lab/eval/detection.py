@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from ._ops import codes_by_first_appearance, neighbour_pairs, planar_distance, rank_within_groups, segment_bounds
+from ._codes import codes_by_first_appearance, rank_within_groups, segment_bounds
+from ._ops import neighbour_pairs, planar_distance
 from .records import Detections, EvalInputError, as_detections, class_codes, shared_codes
 
 TP_METRICS = ("trans_err", "scale_err", "orient_err", "vel_err", "attr_err")
@@ -177,17 +178,17 @@ def match_greedy(
     ti, ig, ip, d, step = ti[by_step], ig[by_step], ip[by_step], d[by_step], step[by_step]
     taken = np.zeros(len(ths) * n_gt, bool)
     starts, ends = segment_bounds(step)
-    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-        t_, g_, p_, d_ = ti[s:e], ig[s:e], ip[s:e], d[s:e]
-        free = ~taken[t_ * n_gt + g_]
-        t_, g_, p_, d_ = t_[free], g_[free], p_[free], d_[free]
-        if len(t_) == 0:
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        thr, gt, pred, gap = ti[start:end], ig[start:end], ip[start:end], d[start:end]  # this rank's candidates
+        free = ~taken[thr * n_gt + gt]
+        thr, gt, pred, gap = thr[free], gt[free], pred[free], gap[free]
+        if len(thr) == 0:
             continue
-        key = t_ * n_pred + p_
-        first = np.r_[True, key[1:] != key[:-1]]
-        taken[t_[first] * n_gt + g_[first]] = True
-        match[t_[first], p_[first]] = g_[first]
-        dist[t_[first], p_[first]] = d_[first]
+        key = thr * n_pred + pred
+        first = np.r_[True, key[1:] != key[:-1]]  # each prediction's nearest free ground truth, per threshold
+        taken[thr[first] * n_gt + gt[first]] = True
+        match[thr[first], pred[first]] = gt[first]
+        dist[thr[first], pred[first]] = gap[first]
     return match, dist
 
 

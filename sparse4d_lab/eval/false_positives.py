@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from ._codes import factorize
 from ._ops import neighbour_pairs
 from .detection import devkit_order, match_greedy
-from .records import Detections, EvalInputError, as_detections, as_numpy, class_codes, factorize, shared_codes
+from .records import Detections, EvalInputError, as_detections, as_numpy, class_codes, shared_codes
 
 DEFAULT_THRESHOLDS = (0.05, 0.3, 0.5)
 

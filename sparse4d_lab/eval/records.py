@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ._codes import dense_rank, factorize, first_duplicate
+
 BOX_FIELDS = ("x", "y", "z", "l", "w", "h", "yaw", "vx", "vy")
 DETECTION_FIELDS = ("sample", "x", "y", "z", "w", "l", "h", "yaw", "vx", "vy", "cls", "score")
 TRACKING_FIELDS = ("scene", "t", "id", "x", "y", "z", "w", "l", "h", "yaw", "vx", "vy", "cls", "score")
@@ -276,45 +278,6 @@ def as_tracks(data: Tracks | Sequence[Mapping[str, Any]], role: str, gt: bool) -
     return data if isinstance(data, Tracks) else tracks_from_records(list(data), role, gt)
 
 
-def factorize(values: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Integer codes of the values and the sorted distinct values.
-
-    Keys such as class names take a handful of values: when a sample of the array suggests so, one vectorised
-    comparison per candidate value is much cheaper than sorting or hashing a million strings.
-    """
-    values = np.asarray(values)
-    if values.size == 0:
-        return np.zeros(0, np.int64), values
-    if values.size > 4096:
-        candidates = np.unique(values[:: max(1, values.size // 2048)])
-        if len(candidates) <= 16:
-            codes = np.full(values.size, -1, np.int64)
-            for k, value in enumerate(candidates):
-                codes[values == value] = k
-            if codes.min() >= 0:
-                return codes, candidates
-    import pandas as pd
-
-    codes, uniques = pd.factorize(values, sort=True)
-    return codes.astype(np.int64), np.asarray(uniques, dtype=values.dtype)
-
-
-def dense_rank(keys: np.ndarray) -> tuple[np.ndarray, int]:
-    """Rank of every non-negative integer key among the distinct keys (sorted), and their number; a table
-    lookup when the key range is small, `np.unique` otherwise."""
-    keys = np.asarray(keys, np.int64)
-    if keys.size == 0:
-        return keys, 0
-    top = int(keys.max()) + 1
-    if top <= 8 * keys.size + 4096:
-        present = np.zeros(top, bool)
-        present[keys] = True
-        rank = np.cumsum(present) - 1
-        return rank[keys], int(rank[-1]) + 1
-    uniq, inverse = np.unique(keys, return_inverse=True)
-    return inverse.reshape(-1).astype(np.int64), len(uniq)
-
-
 def class_codes(
     gt_labels: np.ndarray, pred_labels: np.ndarray, classes: Iterable[Any] | None, pred_role: str = "prediction"
 ) -> tuple[list[Any], np.ndarray, np.ndarray]:
@@ -359,25 +322,6 @@ def shared_codes(a: np.ndarray, b: np.ndarray, field: str) -> tuple[np.ndarray, 
         b = b.astype(a.dtype)
     codes = factorize(np.concatenate([a, b]))[0]
     return codes[: len(a)], codes[len(a) :]
-
-
-def first_duplicate(*codes: np.ndarray) -> tuple[int, int] | None:
-    """Record indices of the first two rows sharing all integer codes, or None."""
-    n = len(codes[0])
-    if n < 2:
-        return None
-    key = np.zeros(n, np.int64)
-    for c in codes:  # dense codes: each factor fits
-        c = np.asarray(c, np.int64)
-        key = key * (int(c.max()) + 1) + c
-    ordered = np.sort(key)
-    if not np.any(ordered[1:] == ordered[:-1]):
-        return None
-    order = np.argsort(key, kind="stable")
-    same = np.flatnonzero(key[order][1:] == key[order][:-1])
-    if same.size == 0:
-        return None
-    return int(order[same[0]]), int(order[same[0] + 1])
 
 
 @dataclass(frozen=True)
@@ -444,6 +388,20 @@ def encode_tracking(gt: Tracks, pred: Tracks, classes: Iterable[Any] | None = No
         track = dense_rank(sc * (int(id_code.max(initial=0)) + 1) + id_code)[0]
         sides.append(EncodedTracks(f, track, tr.track_id, cls, tr.xy, tr.score.astype(float)))
     return TrackingInput(sides[0], sides[1], classes, frame_scene, frame_time)
+
+
+def tracking_input(
+    gt: Tracks | Sequence[Mapping[str, Any]],
+    pred: Tracks | Sequence[Mapping[str, Any]],
+    classes: Iterable[Any] | None = None,
+) -> TrackingInput:
+    """Ground truth and predictions in either form, checked and encoded (`encode_tracking`); a ground truth
+    without boxes is an error, since nothing could be evaluated against it."""
+    gt = as_tracks(gt, "ground truth", gt=True)
+    pred = as_tracks(pred, "prediction", gt=False)
+    if len(gt) == 0:
+        raise EvalInputError("the ground truth holds no boxes: there is nothing to evaluate against")
+    return encode_tracking(gt, pred, classes)
 
 
 def finite_or_none(value: Any) -> Any:
