@@ -25,7 +25,8 @@ from sparse4d_lab.supervision.schemes import build_scheme
 
 from . import conf, tracking  # noqa: F401  (conf registers model_schema, which the config files extend)
 from .build import data_source
-from .job import job_identity, train_job
+from .job import train_job
+from .job_run import job_identity
 from .resources import describe_machine
 
 log = logging.getLogger(__name__)

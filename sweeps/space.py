@@ -12,7 +12,7 @@ import optuna
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.job import NOT_IDENTITY
+from experiments.job_run import NOT_IDENTITY
 from sparse4d_lab.errors import ConfigError
 from sparse4d_lab.eval.keys import metric_names
 

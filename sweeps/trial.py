@@ -19,7 +19,8 @@ from optuna_integration.pytorch_lightning import PyTorchLightningPruningCallback
 
 from experiments import tracking
 from experiments.build import validate
-from experiments.job import fit_and_test, job_identity, log_config
+from experiments.job import fit_and_test
+from experiments.job_run import job_identity, log_config
 
 from .space import SweepSpec
 

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf, open_dict
 
 from experiments.build import build_components, validate
 from experiments.callbacks import StudyCallback, study_parent
-from experiments.job import job_identity
+from experiments.job_run import job_identity
 from experiments.resources import MULTIRUN_JOBS_ENV, cpu_ranks, share_cores
 from sparse4d_lab.data.config import CLASSES
 from sparse4d_lab.errors import ConfigError

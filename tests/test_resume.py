@@ -73,7 +73,7 @@ def test_a_run_whose_owner_lives_is_left_to_it_and_a_dead_owners_is_taken_over(t
     import subprocess
     import time
 
-    from experiments.job import open_run
+    from experiments.job_run import open_run
     from experiments.lease import HEARTBEAT_TAG, OWNER_TAG, owner_alive
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
