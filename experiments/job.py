@@ -132,8 +132,8 @@ def fit_and_test(
     pl.seed_everything(int(cfg.seed), workers=True)
     datamodule, module = build_components(cfg)
     logger = JobLogger(experiment_name=cfg.logger.experiment, tracking_uri=uri, run_id=run_id, logged=logged)
-    tracking.Store(logger.experiment).set_tags(run_id, {"threads": str(threads), **init_tags(module)})  # floats
-    # depend on the threads
+    store = tracking.Store(logger.experiment)  # the logger's own client, its calls retried
+    store.set_tags(run_id, {"threads": str(threads), **init_tags(module)})  # the floats depend on the threads
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=1)  # no monitor: the newest
     callbacks = [checkpoint, RandomStates(), JobProgressBar(f"{cfg.loss.arm} seed {cfg.seed}"), *callbacks]
     if cfg.train.get("ema_decay") is not None:
@@ -153,7 +153,7 @@ def fit_and_test(
     metrics = {f"test/{k}": float(v) for k, v in module.last_metrics.get("test", {}).items()}
     metrics["train_time_s"] = train_time
     if trainer.is_global_zero:
-        _log_artifacts(cfg, logger, module, last=ckpt_dir / "last.ckpt", train_time=train_time)
+        _log_artifacts(cfg, store, run_id, module, last=ckpt_dir / "last.ckpt", train_time=train_time)
     return metrics
 
 
@@ -165,9 +165,8 @@ def weight_average(decay: float, warmup_steps: int) -> EMAWeightAveraging:
 
 
 def _log_artifacts(
-    cfg: DictConfig, logger: MLFlowLogger, module: Sparse4DModule, last: Path, train_time: float
+    cfg: DictConfig, client: tracking.Store, run_id: str, module: Sparse4DModule, last: Path, train_time: float
 ) -> None:
-    client, run_id = tracking.Store(logger.experiment), logger.run_id
     client.log_batch(run_id, metrics=[Metric("train_time_s", train_time, 0, 0)])
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
