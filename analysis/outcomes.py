@@ -17,6 +17,7 @@ import pandas as pd
 
 from sparse4d_lab.eval.keys import SCENE_PREFIX
 
+from .render import Fmt, latex_escape, latex_table, markdown_table, rich_table
 from .runs import RunRecord
 from .stats import (
     IQM_MIN_RUNS,
@@ -33,7 +34,7 @@ from .stats import (
     summarize,
     variance_parts,
 )
-from .table import SPEC, Fmt, _latex_table, _markdown_table, _rich_table, latex_escape, usable_runs
+from .table import SPEC, usable_runs
 
 ALPHA = 0.05
 POWER = 0.8
@@ -191,16 +192,16 @@ METHOD = (
 
 
 def outcomes_markdown(table: pd.DataFrame, notes: Sequence[str]) -> str:
-    text = _markdown_table(HEADER, _rows(table, "md"))
+    text = markdown_table(HEADER, _rows(table, "md"))
     return "\n".join([text, "", METHOD, *[f"- {n}" for n in notes]])
 
 
 def outcomes_latex(table: pd.DataFrame, notes: Sequence[str], caption: str, label: str) -> str:
     caption = latex_escape(" ".join([f"{caption}.", METHOD, *notes]))
     header = [latex_escape(h) for h in HEADER]
-    return _latex_table("table*", "ll" + "c" * (len(HEADER) - 2), header, _rows(table, "tex"), caption, label,
+    return latex_table("table*", "ll" + "c" * (len(HEADER) - 2), header, _rows(table, "tex"), caption, label,
                         "booktabs,graphicx,amssymb")  # fmt: skip
 
 
 def outcomes_rich(table: pd.DataFrame):
-    return _rich_table(HEADER, _rows(table, "rich"))
+    return rich_table(HEADER, _rows(table, "rich"))

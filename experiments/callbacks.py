@@ -6,6 +6,7 @@ import atexit
 import math
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import DictConfig
+from rich.console import Console
 
 from sparse4d_lab.errors import ConfigError
 
@@ -127,7 +129,11 @@ class StudyCallback(Callback):
         local = config.hydra.launcher._target_.endswith(LOCAL_LAUNCHERS)
         atexit.register(mark_killed_if_unfinished, mlflow, parent, jobs_too=local)
         slots = launcher_jobs(config.hydra.launcher) if local else total  # a cluster runs them all at once
-        self.progress = StudyProgress(mlflow, parent, config.study, total, slots).start()
+        # Live in a terminal when the jobs run in processes beside this one; plain lines otherwise (a log, or
+        # hydra/launcher=basic, whose job in this process draws its own bar).
+        joblib = config.hydra.launcher._target_.endswith("JoblibLauncher")
+        console = Console(stderr=True) if joblib and sys.stderr.isatty() else None
+        self.progress = StudyProgress(mlflow, parent, config.study, total, slots, console=console).start()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.get("study"):

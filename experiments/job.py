@@ -8,6 +8,7 @@ with the error and returns, so the rest of the study goes on; Ctrl-C marks it KI
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import EMAWeightAveraging, LambdaCallback, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.entities import Metric
 from omegaconf import DictConfig, OmegaConf
@@ -27,6 +28,7 @@ from .build import build_components, validate
 from .checks import require_writable
 from .job_run import JOB_RESUME_ENV, ddp_handover, job_identity, open_run, process_rank, worker_run
 from .lease import claim_lock, heartbeat, new_owner
+from .progress import LIVE_ENV, STEPS_TAG
 from .quiet import JobProgressBar, quiet_third_parties
 from .resources import cpu_ranks, share_cores
 from .resume import RandomStates, logged_steps, new_metrics, readable_checkpoint, record_resume
@@ -135,7 +137,10 @@ def fit_and_test(
     store = tracking.Store(logger.experiment)  # the logger's own client, its calls retried
     store.set_tags(run_id, {"threads": str(threads), **init_tags(module)})  # the floats depend on the threads
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=1)  # no monitor: the newest
-    callbacks = [checkpoint, RandomStates(), JobProgressBar(f"{cfg.loss.arm} seed {cfg.seed}"), *callbacks]
+    callbacks = [checkpoint, RandomStates(), tag_total_steps(store, run_id), *callbacks]
+    live = bool(os.environ.get(LIVE_ENV))  # the study draws this job's bar (and the job is off the console)
+    if not live:
+        callbacks.append(JobProgressBar(f"{cfg.loss.arm} seed {cfg.seed}"))
     if cfg.train.get("ema_decay") is not None:
         callbacks.append(weight_average(float(cfg.train.ema_decay), int(cfg.optim.warmup_steps)))
     trainer_args = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if v is not None}
@@ -145,6 +150,7 @@ def fit_and_test(
         callbacks=callbacks,
         default_root_dir=cfg.paths.output_dir,
         enable_model_summary=False,
+        enable_progress_bar=not live,
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
@@ -155,6 +161,17 @@ def fit_and_test(
     if trainer.is_global_zero:
         _log_artifacts(cfg, store, run_id, module, last=ckpt_dir / "last.ckpt", train_time=train_time)
     return metrics
+
+
+def tag_total_steps(store: tracking.Store, run_id: str) -> LambdaCallback:
+    """The job's training steps as a run tag: its bar in the study's live display runs to it."""
+
+    def tag(trainer: pl.Trainer, _: pl.LightningModule) -> None:
+        total = trainer.estimated_stepping_batches
+        if trainer.is_global_zero and math.isfinite(total):
+            store.set_tag(run_id, STEPS_TAG, str(int(total)))
+
+    return LambdaCallback(on_train_start=tag)
 
 
 def weight_average(decay: float, warmup_steps: int) -> EMAWeightAveraging:

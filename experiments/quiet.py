@@ -5,12 +5,15 @@ silenced at the module that raises them."""
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
 from lightning.pytorch.callbacks import RichProgressBar
 
+from .progress import LIVE_ENV
+
 # Lightning's rank-zero lines that say nothing about this job on a CPU study, matched at their start.
-BANNERS = ("GPU available", "TPU available", "HPU available", "💡 Tip")
+BANNERS = ("GPU available", "TPU available", "HPU available", "💡 Tip", "Loading `train_dataloader` to estimate")
 # (category, message regex, module regex) of warnings raised inside third-party code on every job.
 KNOWN_WARNINGS = (
     (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"lightning\.pytorch\.utilities\._pytree"),
@@ -25,7 +28,8 @@ class _DropBanners(logging.Filter):
 
 
 def quiet_third_parties() -> None:
-    """Idempotent: call at the start of every process that trains (a study's workers too)."""
+    """Idempotent: call at the start of every process that trains (a study's workers too); under a study's live
+    display, the job keeps off the console."""
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropBanners) for f in logger.filters):
@@ -34,6 +38,22 @@ def quiet_third_parties() -> None:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
     if logging.getLogger().handlers:
         print_lightning_lines_once()
+    if os.environ.get(LIVE_ENV):
+        off_the_console()
+
+
+def off_the_console() -> None:
+    """A job of a study whose terminal shows the live display: its lines (and warnings) to its log file only.
+    Console handlers go (the root's and a library's own, whose lines then reach the file through the root)."""
+    logging.captureWarnings(True)
+    root = logging.getLogger()
+    loggers = [root, *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger))]
+    for logger in loggers:
+        consoles = [h for h in logger.handlers if type(h) is logging.StreamHandler]
+        for handler in consoles:
+            logger.removeHandler(handler)
+        if consoles and logger is not root:
+            logger.propagate = True
 
 
 def print_lightning_lines_once() -> None:

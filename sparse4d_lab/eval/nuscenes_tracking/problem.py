@@ -5,6 +5,7 @@ them into components that evolve independently."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -93,6 +94,24 @@ class Problem:
     rows_by_comp: Layout  # ground-truth rows that have a candidate pair
     pairs_by_comp: Layout
     hyp_count: AtLeast  # predictions of a component scoring at least a cut-off
+
+    # What every class's counts read, computed once per problem (not once per class).
+    @cached_property
+    def gt_outside(self) -> np.ndarray:
+        """Per ground-truth row: its object was never paired (always missed)."""
+        return self.comp_of_obj[self.gt_obj] < 0
+
+    @cached_property
+    def pred_outside(self) -> np.ndarray:
+        """Per prediction: its track was never paired (always a false positive)."""
+        return self.comp_of_trk[self.hyp_trk] < 0 if len(self.hyp_trk) else np.zeros(0, bool)
+
+    @cached_property
+    def obj_class(self) -> np.ndarray:
+        """Per object: its class (objects are keyed by class, scene and id)."""
+        out = np.zeros(self.n_obj, np.int64)
+        out[self.gt_obj] = self.gt.label
+        return out
 
 
 def build_problem(
