@@ -1,6 +1,9 @@
-"""Record builders shared by the evaluation tests: one box or track row in the JSON layout of the eval CLI."""
+"""Record builders shared by the evaluation tests: one box or track row in the JSON layout of the eval CLI, and
+one frame as the job's collector records it."""
 
 from __future__ import annotations
+
+import numpy as np
 
 SHAPE = {"z": 1.0, "w": 2.0, "l": 4.0, "h": 1.5, "yaw": 0.0, "vx": 0.0, "vy": 0.0}
 
@@ -18,3 +21,17 @@ def track(
     if score is not None:
         record["score"] = score
     return record
+
+
+def collector_frame(t: int, gt: np.ndarray, **fields: object) -> dict:
+    """Frame ``t`` of scene s0 as the collector records it, with objects 10 (class 0) and 11 (class 1) at ``gt``;
+    ``fields``: the model's side (boxes, scores, ids, query scores, slots) and the distractors."""
+    return {
+        "scene": "s0",
+        "t": t,
+        "sample": f"s0/{t:04d}",
+        "gt_boxes": gt,
+        "gt_labels": np.array([0, 1]),
+        "gt_ids": np.array([10, 11]),
+        **fields,
+    }

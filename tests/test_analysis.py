@@ -22,6 +22,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from records import collector_frame
 from scipy import stats
 
 from analysis import report
@@ -64,24 +65,20 @@ def synthetic_frames(seed: int, inflated: bool, num_frames: int = 6, num_queries
         matched[[1, 5]] = True
         query_scores[matched] = rng.uniform(0.6, 0.95, 2)
         frames.append(
-            {
-                "scene": "s0",
-                "t": t,
-                "sample": f"s0/{t:04d}",
-                "gt_boxes": gt,
-                "gt_labels": np.array([0, 1]),
-                "gt_ids": np.array([10, 11]),
-                "distractors": np.array([[0.0, 4.0, 0.5, 1.2, 0.8, 1.0, 0.3, 0, 0, 0]], np.float32),
-                "boxes": det.astype(np.float32),
-                "scores": np.array([0.9, 0.8, 0.7 if inflated else 0.2], np.float32),
-                "cls_scores": np.array([0.95, 0.9, 0.8 if inflated else 0.25], np.float32),
-                "labels": np.array([0, 1, 0]),
-                "ids": np.array([0, 1, 2 + t if inflated else -1]),
-                "query_scores": query_scores,
-                "matched": matched,
-                "matched_slots": np.array([1, 5]),
-                "kept_slots": np.array([1, 5, 9]),
-            }
+            collector_frame(
+                t,
+                gt,
+                distractors=np.array([[0.0, 4.0, 0.5, 1.2, 0.8, 1.0, 0.3, 0, 0, 0]], np.float32),
+                boxes=det.astype(np.float32),
+                scores=np.array([0.9, 0.8, 0.7 if inflated else 0.2], np.float32),
+                cls_scores=np.array([0.95, 0.9, 0.8 if inflated else 0.25], np.float32),
+                labels=np.array([0, 1, 0]),
+                ids=np.array([0, 1, 2 + t if inflated else -1]),
+                query_scores=query_scores,
+                matched=matched,
+                matched_slots=np.array([1, 5]),
+                kept_slots=np.array([1, 5, 9]),
+            )
         )
     return frames
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from records import track
+from records import collector_frame, track
 from scipy.optimize import linear_sum_assignment
 
 from sparse4d_lab.eval import (
@@ -346,24 +346,20 @@ def rule_frames() -> list[dict]:
     gt = np.zeros((2, 10), np.float32)
     gt[:, :3], gt[:, 3:6] = [[0.0, 0.0, 0.9], [5.0, 0.0, 0.3]], [[0.6, 0.6, 1.8], [0.9, 0.7, 0.5]]
     return [
-        {
-            "scene": "s0",
-            "t": t,
-            "sample": f"s0/{t:04d}",
-            "gt_boxes": gt,
-            "gt_labels": np.array([0, 1]),
-            "gt_ids": np.array([10, 11]),
-            "distractors": None,
-            "boxes": gt.copy(),
-            "scores": np.array([0.8, 0.1], np.float32),
-            "cls_scores": np.array([0.9, 0.25], np.float32),
-            "labels": np.array([0, 1]),
-            "ids": np.array([0, 1 if t < 2 else 2]),
-            "query_scores": np.array([0.9, 0.25, 0.01], np.float32),
-            "matched": np.array([True, True, False]),
-            "matched_slots": np.array([0, 1]),
-            "kept_slots": np.array([0, 1]),
-        }
+        collector_frame(
+            t,
+            gt,
+            distractors=None,
+            boxes=gt.copy(),
+            scores=np.array([0.8, 0.1], np.float32),
+            cls_scores=np.array([0.9, 0.25], np.float32),
+            labels=np.array([0, 1]),
+            ids=np.array([0, 1 if t < 2 else 2]),
+            query_scores=np.array([0.9, 0.25, 0.01], np.float32),
+            matched=np.array([True, True, False]),
+            matched_slots=np.array([0, 1]),
+            kept_slots=np.array([0, 1]),
+        )
         for t in range(4)
     ]
 

@@ -100,6 +100,24 @@ def _simple_state(
     return _SimpleState(gt_obj[g[keep]], time[g[keep]], hyp_trk[pairs.hyp[s_idx[keep]]])
 
 
+def _match_simple_pairs(
+    n_gt: int, n_hyp: int, gt_obj: np.ndarray, hyp_trk: np.ndarray, time: np.ndarray, pairs: Pairs, n_obj: int
+) -> tuple[np.ndarray, _SimpleState | None, list[np.ndarray]]:
+    """What both CLEAR replays share: a pair without a rival in its frame is matched outright; the contested pairs
+    come back as the steps that decide them, in order, with the state of the outright matches they read.
+    Returns (index of the pair matched by each ground-truth row or -1, that state, the contested pairs per step)."""
+    gt_pair = np.full(n_gt, -1, np.int64)
+    simple = _simple_pairs(pairs, n_gt, n_hyp)
+    s_idx = np.flatnonzero(simple)
+    gt_pair[pairs.gt[s_idx]] = s_idx
+    c_idx = np.flatnonzero(~simple)
+    if not c_idx.size:
+        return gt_pair, None, []
+    state = _simple_state(gt_obj, time, hyp_trk, pairs, s_idx, c_idx, n_obj)
+    order, starts, ends = _contested_steps(gt_obj, hyp_trk, time, pairs, c_idx, n_obj)
+    return gt_pair, state, [order[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
+
+
 def _previous_match(
     gt_obj: np.ndarray, time: np.ndarray, trk: np.ndarray, rows: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -134,19 +152,12 @@ def associate_motmetrics(
     Returns (index of the pair matched by each ground-truth row or -1, switch flag of each ground-truth row, or
     None without `switches`).
     """
-    gt_pair = np.full(n_gt, -1, np.int64)
-    simple = _simple_pairs(pairs, n_gt, n_hyp)
-    s_idx = np.flatnonzero(simple)
-    gt_pair[pairs.gt[s_idx]] = s_idx
-    c_idx = np.flatnonzero(~simple)
-    if c_idx.size:
-        state = _simple_state(gt_obj, time, hyp_trk, pairs, s_idx, c_idx, n_obj)
+    gt_pair, state, steps = _match_simple_pairs(n_gt, n_hyp, gt_obj, hyp_trk, time, pairs, n_obj)
+    if steps:
         last_time = np.full(n_obj, -1, np.int64)
         last_trk = np.full(n_obj, -1, np.int64)
         hyp_taken = np.zeros(n_hyp, bool)
-        order, starts, ends = _contested_steps(gt_obj, hyp_trk, time, pairs, c_idx, n_obj)
-        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-            idx = order[s:e]
+        for idx in steps:
             pg, ph = pairs.gt[idx], pairs.hyp[idx]
             obj, trk, t = gt_obj[pg], hyp_trk[ph], time[pg]
             s_time, s_trk = state.before(obj, t)
@@ -197,18 +208,11 @@ def associate_trackeval_clear(
     row (frames numbered in time order) and `prev_processed` the previous processed frame of each frame.
     Returns (index of the matched pair or -1, identity switch flag, "starts a tracked stretch" flag) per gt row.
     """
-    gt_pair = np.full(n_gt, -1, np.int64)
-    simple = _simple_pairs(pairs, n_gt, n_hyp)
-    s_idx = np.flatnonzero(simple)
-    gt_pair[pairs.gt[s_idx]] = s_idx
-    c_idx = np.flatnonzero(~simple)
-    if c_idx.size:
-        state = _simple_state(gt_obj, frame, hyp_trk, pairs, s_idx, c_idx, n_obj)
+    gt_pair, state, steps = _match_simple_pairs(n_gt, n_hyp, gt_obj, hyp_trk, frame, pairs, n_obj)
+    if steps:
         last_frame = np.full(n_obj, -1, np.int64)
         last_trk = np.full(n_obj, -1, np.int64)
-        order, starts, ends = _contested_steps(gt_obj, hyp_trk, frame, pairs, c_idx, n_obj)
-        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-            idx = order[s:e]
+        for idx in steps:
             pg, ph = pairs.gt[idx], pairs.hyp[idx]
             obj, trk, f = gt_obj[pg], hyp_trk[ph], frame[pg]
             s_frame, s_trk = state.before(obj, f)
@@ -231,6 +235,15 @@ def associate_trackeval_clear(
     return gt_pair, idsw, starts_stretch
 
 
+def _first_and_last(obj: np.ndarray, pos: np.ndarray, n_obj: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per object (rows sorted by object): its first and last position, -1 for an object without rows."""
+    first, last = np.full(n_obj, -1, np.int64), np.full(n_obj, -1, np.int64)
+    if len(obj):
+        starts, ends = segment_bounds(obj)
+        first[obj[starts]], last[obj[ends - 1]] = pos[starts], pos[ends - 1]
+    return first, last
+
+
 def object_event_stats(obj: np.ndarray, pos: np.ndarray, tracked: np.ndarray, n_obj: int) -> dict[str, np.ndarray]:
     """Per-object summaries of the events of every ground-truth occurrence.
 
@@ -243,12 +256,7 @@ def object_event_stats(obj: np.ndarray, pos: np.ndarray, tracked: np.ndarray, n_
     o, p, tr = obj[order], pos[order], tracked[order]
     present = np.bincount(o, minlength=n_obj)
     n_tracked = np.bincount(o, weights=tr, minlength=n_obj).astype(np.int64)
-    first_pos = np.full(n_obj, -1, np.int64)
-    last_pos = np.full(n_obj, -1, np.int64)
-    starts, ends = segment_bounds(o)
-    if len(o):
-        first_pos[o[starts]] = p[starts]
-        last_pos[o[ends - 1]] = p[ends - 1]
+    first_pos, last_pos = _first_and_last(o, p, n_obj)
     idx = np.arange(len(o))
     last_tracked_idx = np.full(n_obj, -1, np.int64)
     np.maximum.at(last_tracked_idx, o[tr], idx[tr])
@@ -259,12 +267,7 @@ def object_event_stats(obj: np.ndarray, pos: np.ndarray, tracked: np.ndarray, n_
 
     t_idx = np.flatnonzero(tr)
     to, tp = o[t_idx], p[t_idx]
-    first_tracked = np.full(n_obj, -1, np.int64)
-    last_tracked = np.full(n_obj, -1, np.int64)
-    t_starts, t_ends = segment_bounds(to)
-    if len(to):
-        first_tracked[to[t_starts]] = tp[t_starts]
-        last_tracked[to[t_ends - 1]] = tp[t_ends - 1]
+    first_tracked, last_tracked = _first_and_last(to, tp, n_obj)
     gap = np.zeros(n_obj, np.int64)
     if len(to) > 1:
         inner = np.r_[to[1:] == to[:-1]]

@@ -4,6 +4,7 @@ or by first appearance, combine several keys into one, order rows by keys and cu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,14 @@ def factorize(values: Any) -> tuple[np.ndarray, np.ndarray]:
 
     codes, uniques = pd.factorize(values, sort=True)
     return codes.astype(np.int64), np.asarray(uniques, dtype=values.dtype)
+
+
+def positions_in(codes: np.ndarray, uniq: np.ndarray, vocabulary: Sequence[Any]) -> np.ndarray:
+    """Factorised values (``codes`` into ``uniq``) as positions in ``vocabulary``, -1 where a value is not in it:
+    one dictionary lookup per distinct value, not per row."""
+    index = {v: k for k, v in enumerate(vocabulary)}
+    lut = np.array([index.get(u, -1) for u in uniq.tolist()], np.int64)
+    return lut[codes] if len(codes) else codes
 
 
 def dense_rank(keys: np.ndarray) -> tuple[np.ndarray, int]:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ._codes import factorize
+from ._codes import factorize, positions_in
 from ._ops import neighbour_pairs
 from .detection import devkit_order, match_greedy
 from .records import Detections, EvalInputError, as_detections, as_numpy, class_codes, shared_codes
@@ -56,10 +56,7 @@ def frame_index(gt: Detections, pred: Detections, samples: Sequence[Any] | None 
     if samples is None:
         samples = sorted(set(np.asarray(gt.sample).tolist()) | set(np.asarray(pred.sample).tolist()))
     samples = list(samples)
-    index = {s: k for k, s in enumerate(samples)}
-    codes, uniq = factorize(pred.sample)
-    lut = np.array([index.get(u, -1) for u in uniq.tolist()], np.int64)
-    frame = lut[codes] if len(codes) else codes
+    frame = positions_in(*factorize(pred.sample), samples)
     if (frame < 0).any():
         i = int(np.flatnonzero(frame < 0)[0])
         raise EvalInputError(

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ._codes import dense_rank, factorize, first_duplicate
+from ._codes import dense_rank, factorize, first_duplicate, positions_in
 
 BOX_FIELDS = ("x", "y", "z", "l", "w", "h", "yaw", "vx", "vy")
 DETECTION_FIELDS = ("sample", "x", "y", "z", "w", "l", "h", "yaw", "vx", "vy", "cls", "score")
@@ -296,11 +296,9 @@ def class_codes(
             raise EvalInputError("the class list is empty; name at least one class")
         if len(set(classes)) != len(classes):
             raise EvalInputError(f"the class list {classes} names a class twice")
-    index = {c: k for k, c in enumerate(classes)}
     codes = []
     for role, labels, (code, uniq) in zip(("ground truth", pred_role), (gt_labels, pred_labels), coded, strict=True):
-        lut = np.array([index.get(u, -1) for u in uniq.tolist()], np.int64)
-        code = lut[code] if len(code) else code
+        code = positions_in(code, uniq, classes)
         if (code < 0).any():
             i = int(np.flatnonzero(code < 0)[0])
             raise EvalInputError(
