@@ -228,6 +228,44 @@ def tracking_errors(runs: Runs, artifacts: Artifacts) -> plt.Figure:
     return fig
 
 
+PER_CLASS_PANELS = (
+    ("test/unmatched_score/", "unmatched-query score"),
+    ("test/hc_fp_cls_per_frame/", "HC-FP(cls)/frame"),
+)
+
+
+def per_class(runs: Runs, artifacts: Artifacts) -> plt.Figure:
+    """Arm x class heat maps of each class column's unmatched-query mean score and of the confident false
+    positives per predicted class: a loss that drops one class's negative signal lights up one cell, which the
+    pooled columns dilute. Cells: the seed mean, the seed std under it."""
+    rows = [
+        {"arm": run.arm, "panel": title, "class": key.removeprefix(prefix), "value": value}
+        for run in runs
+        for key, value in run.metrics.items()
+        for prefix, title in PER_CLASS_PANELS
+        if key.startswith(prefix)
+    ]
+    if not rows:
+        raise MissingData("no run has per-class metrics (test/unmatched_score/<class>)")
+    data = pd.DataFrame(rows)
+    arms = [a for a in _arms(runs) if a in set(data["arm"])]
+    classes = list(dict.fromkeys(data["class"]))
+    fig, axes = plt.subplots(
+        1, 2, figsize=(2.2 + 2.4 * len(classes), 1.2 + 0.5 * len(arms)), squeeze=False, layout="constrained"
+    )
+    for ax, (_, title) in zip(axes[0], PER_CLASS_PANELS, strict=True):
+        sel = data[data["panel"] == title]
+        grid = sel.pivot_table(index="arm", columns="class", values="value", aggfunc=["mean", "std"])
+        mean = grid["mean"].reindex(index=arms, columns=classes)
+        std = grid["std"].reindex(index=arms, columns=classes) if "std" in grid else mean * math.nan
+        text = mean.map(lambda v: f"{v:.3f}") + std.map(lambda v: "" if math.isnan(v) else f"\n±{v:.3f}")
+        sns.heatmap(mean, annot=text, fmt="", cmap="rocket_r", ax=ax, cbar_kws={"label": title}, annot_kws={"size": 7})
+        ax.set(xlabel="", ylabel="", title=f"{title} by class (test)")
+        ax.tick_params(axis="x", labelrotation=20, labelsize=7)
+    fig.suptitle("Per class: seed mean, ± seed std under it", fontsize=9)
+    return fig
+
+
 def bev_frames(runs: Runs, artifacts: Artifacts) -> plt.Figure:
     """The same evaluation frame seen by each arm (its first seed): GT outlined, detections coloured by score."""
     first: dict[str, tuple[RunRecord, list[dict[str, Any]], list[str]]] = {}
@@ -284,6 +322,7 @@ FIGURES: dict[str, Callable[[Runs, Artifacts], plt.Figure]] = {
     "training_curves": training_curves,
     "lorenz": lorenz_curves,
     "tracking_errors": tracking_errors,
+    "per_class": per_class,
     "bev_frames": bev_frames,
 }
 

@@ -38,6 +38,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("test/hc_fp_cls_per_frame", "HC-FP(cls)/frame", False, ".2f"),
     MetricSpec("test/hc_unmatched_per_frame", "HC-unmatched/frame", False, ".1f"),
     MetricSpec("test/unmatched_score_mean", "unmatched score", False, ".3f"),
+    MetricSpec("test/unmatched_score_worst", "worst-class unmatched", False, ".3f"),
     MetricSpec("test/id_switches", "IDSW", False, ".1f"),
     MetricSpec("test/ids_best_mota", "IDS@best-MOTA", False, ".1f"),
     MetricSpec("test/IDF1", "IDF1", True, ".3f"),
@@ -54,8 +55,11 @@ _FIXED_NOTE = (
     "FP/frame@0.3: false positives with output score ≥ 0.3 (class score x centerness). HC-FP: false positives "
     "with output score ≥ 0.5. HC-FP(cls): false positives with class score ≥ 0.5 (what a decoder's TopK and score "
     "threshold see). HC-unmatched: queries without a GT with class score ≥ 0.5, among every query, not only the "
-    "TopK survivors; unmatched score: the mean class score of those queries."
+    "TopK survivors; unmatched score: the mean class score of those queries. Worst-class unmatched: the largest "
+    "over classes of one class column's mean score on the unmatched queries (a loss that drops one class's "
+    "negative signal inflates that column alone; the class is named below)."
 )
+WORST_CLASS = "test/unmatched_score/"  # the per-class columns whose largest mean is the worst class
 
 
 def _logged(runs: Sequence[RunRecord], key: str) -> str:
@@ -99,7 +103,26 @@ def table_note(records: Sequence[RunRecord]) -> str:
         f"{_FIXED_NOTE} Detections: the decoder's TopK by class score, K = {top_k}, with class score ≥ {threshold}. "
         f"IDSW, IDF1, HOTA: tracks = detections with an instance id{tracks}. AMOTA, IDS@best-MOTA: the nuScenes "
         f"devkit's over {swept}, sweeping the output score; IDS@best-MOTA at each class's best-MOTA threshold."
+        + worst_classes(runs)
     )
+
+
+def worst_classes(runs: Sequence[RunRecord]) -> str:
+    """Each arm's worst class: the class column with the largest unmatched-query mean score, averaged over the
+    arm's seeds (runs that predate the per-class metrics have none, and the sentence is left out)."""
+    per_arm: dict[str, dict[str, list[float]]] = {}
+    for r in runs:
+        for key, value in r.metrics.items():
+            if key.startswith(WORST_CLASS) and not math.isnan(value):
+                per_arm.setdefault(r.arm, {}).setdefault(key.removeprefix(WORST_CLASS), []).append(value)
+    if not per_arm:
+        return ""
+    named = []
+    for arm, classes in per_arm.items():
+        means = {c: float(np.mean(v)) for c, v in classes.items()}
+        worst = max(means, key=means.__getitem__)
+        named.append(f"{arm} {worst} ({means[worst]:.3f})")
+    return " Worst class per arm (seed-mean unmatched score of its column): " + ", ".join(named) + "."
 
 
 def usable_runs(records: Sequence[RunRecord]) -> tuple[dict[str, dict[int, RunRecord]], list[str]]:

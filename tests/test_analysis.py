@@ -44,6 +44,9 @@ def metrics_of(arm: str, seed: int) -> dict[str, float]:
     values = {m.key: 1.0 + 0.1 * seed + (0.5 if arm == FIX else 0.0) for m in METRICS}
     values.update({"test/mAP": MAP[arm][seed], "test/hc_fp_per_frame": HC_FP[arm][seed]})
     values["test/spurious_tracks"] = 3.0 + seed + (5.0 if arm == BASE else 0.0)
+    for c, name in enumerate(CLASSES):  # the buggy arms' last class inflates on unmatched queries
+        values[f"test/unmatched_score/{name}"] = 0.05 + (0.3 * c if arm != FIX else 0.0) + 0.01 * seed
+        values[f"test/hc_fp_cls_per_frame/{name}"] = 0.5 * c + 0.1 * seed
     if arm == FIX and seed == 2:
         del values["test/HOTA"]  # one run without a metric: its cell says n=2
     return values
@@ -75,6 +78,7 @@ def synthetic_frames(seed: int, inflated: bool, num_frames: int = 6, num_queries
                 labels=np.array([0, 1, 0]),
                 ids=np.array([0, 1, 2 + t if inflated else -1]),
                 query_scores=query_scores,
+                query_class_scores=np.stack([query_scores, 0.5 * query_scores], axis=1),  # the max is class 0's
                 matched=matched,
                 matched_slots=np.array([1, 5]),
                 kept_slots=np.array([1, 5, 9]),
@@ -97,7 +101,7 @@ def test_the_collector_returns_exactly_the_metrics_it_names():
     # Sweeps validate their objectives against metric_names: it must list what compute() returns.
     collector = EvalCollector(CLASSES, num_queries=24)
     collector.frames = synthetic_frames(0, inflated=True)
-    assert sorted(collector.compute()) == sorted(metric_names(collector.fp_thresholds))
+    assert sorted(collector.compute()) == sorted(metric_names(collector.fp_thresholds, CLASSES))
 
 
 def test_high_confidence_unmatched_queries_count_class_scores_of_unmatched_queries_only():
@@ -106,6 +110,32 @@ def test_high_confidence_unmatched_queries_count_class_scores_of_unmatched_queri
     assert collector.compute()["hc_unmatched_per_frame"] == 0.0
     collector.frames[0]["query_scores"][[0, 2]] = [0.7, 0.5]  # two unmatched queries at >= 0.5 in one of 6 frames
     assert collector.compute()["hc_unmatched_per_frame"] == pytest.approx(2 / 6, abs=1e-12)
+
+
+def test_per_class_unmatched_scores_and_the_worst_class_name_the_column_that_inflates():
+    collector = EvalCollector(CLASSES, num_queries=24)
+    collector.frames = synthetic_frames(0, inflated=False)  # class 0's column is the query score, class 1's half
+    unmatched = np.concatenate([f["query_scores"][~f["matched"]] for f in collector.frames])
+    metrics = collector.compute()
+    assert metrics["unmatched_score/person"] == pytest.approx(float(unmatched.mean()), abs=1e-6)
+    assert metrics["unmatched_score/nova_carter"] == pytest.approx(0.5 * float(unmatched.mean()), abs=1e-6)
+    assert metrics["unmatched_score_worst"] == metrics["unmatched_score/person"]
+    for frame in collector.frames:  # the last class loses its negative signal: its column drifts up alone
+        frame["query_class_scores"][~frame["matched"], 1] = 0.8
+    metrics = collector.compute()
+    assert metrics["unmatched_score/nova_carter"] == pytest.approx(0.8, abs=1e-6)
+    assert metrics["unmatched_score_worst"] == metrics["unmatched_score/nova_carter"]
+    assert collector.report["query_scores"]["unmatched_by_class"]["nova_carter"]["q99"] == pytest.approx(0.8)
+
+    def run(arm: str, seed: int, person: float, robot: float) -> RunRecord:
+        scores = {"test/unmatched_score/person": person, "test/unmatched_score/nova_carter": robot}
+        return RunRecord(arm, seed, "FINISHED", scores)
+
+    records = [run("vfl", 0, 0.06, 0.05), run("vfl_clamped", 0, 0.06, 0.2), run("vfl_clamped", 1, 0.07, 0.3)]
+    assert table_note(records).endswith(
+        "Worst class per arm (seed-mean unmatched score of its column): vfl person (0.060), "
+        "vfl_clamped nova_carter (0.250)."
+    )
 
 
 def test_high_confidence_false_positives_are_counted_on_the_output_score_and_on_the_class_score():

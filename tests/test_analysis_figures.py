@@ -55,7 +55,9 @@ def test_eval_frames_round_trip_and_are_written_with_the_other_artifacts(tmp_pat
         keys = ("gt_boxes", "gt_labels", "gt_ids", "boxes", "scores", "cls_scores", "labels", "ids", "matched")
         for key in (*keys, "kept_slots"):
             np.testing.assert_array_equal(after[key], before[key])
-        np.testing.assert_allclose(after["query_scores"], before["query_scores"], atol=1e-3)  # stored as float16
+        for key in ("query_scores", "query_class_scores"):  # stored as float16
+            np.testing.assert_allclose(after[key], before[key], atol=1e-3)
+        assert after["query_class_scores"].shape == before["query_class_scores"].shape  # [queries, classes]
     assert loaded[2]["boxes"].shape == (0, 10) and loaded[2]["scores"].shape == (0,)
     assert bev_frame(loaded[2], classes, tmp_path / "empty.png").stat().st_size > 0  # no detections: still drawn
 

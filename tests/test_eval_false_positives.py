@@ -18,6 +18,7 @@ from sparse4d_lab.eval import (
     query_score_distribution,
 )
 from sparse4d_lab.eval.__main__ import main
+from sparse4d_lab.eval.false_positives import unmatched_class_scores
 
 GT = [box("f0", 0.0, 0.0), box("f1", 0.0, 0.0, "pedestrian")]
 PRED = [
@@ -126,3 +127,46 @@ def test_cli_false_positives(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main([*args, "--distractors", str(tmp_path / "d.json")]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["class_aware"]["0.05"]["total"] == 3 and out["near_distractor"]["0.05"]["near"] == 1
+
+
+def test_false_positives_by_predicted_class_split_the_pooled_counts() -> None:
+    # PRED's false positives: f0 car 0.6 (duplicate), f0 car 0.2, f1 car 0.7 (wrong class); the rest match or
+    # fall below the decoder's cut. The class scores make the free-space one confident on its class alone.
+    class_scores = [0.9, 0.6, 0.55, 0.7, 0.04]
+    report = false_positive_report(
+        GT, PRED, class_scores=class_scores, score_thresholds=(0.0,), classes=["car", "pedestrian"]
+    )
+    by_class = report["by_class"]
+    assert set(by_class) == {"car", "pedestrian"}
+    assert by_class["car"]["per_frame"] == pytest.approx(4 / 3)  # the three above and f2's 0.04 one, in 3 frames
+    assert by_class["pedestrian"] == {
+        "per_frame": 0.0,
+        "high_confidence_per_frame": 0.0,
+        "high_confidence_class_per_frame": 0.0,
+    }
+    assert by_class["car"]["high_confidence_per_frame"] == pytest.approx(2 / 3)  # output score 0.6 and 0.7
+    assert by_class["car"]["high_confidence_class_per_frame"] == pytest.approx(3 / 3)  # class 0.6, 0.55, 0.7
+    pooled = {
+        "per_frame": report["class_aware"]["0.0"]["per_frame"],
+        "high_confidence_per_frame": report["high_confidence"]["per_frame"],
+        "high_confidence_class_per_frame": report["high_confidence_class"]["per_frame"],
+    }
+    for key, value in pooled.items():
+        assert sum(block[key] for block in by_class.values()) == pytest.approx(value, abs=1e-12)
+
+
+def test_each_class_column_of_unmatched_queries_shows_the_one_class_that_inflates() -> None:
+    # 6 queries x 4 classes; queries 0 and 1 matched. On the 4 unmatched ones class 3 sits at 0.6-0.9 (its negative
+    # signal gone), the others at 0.01-0.04, so the max over classes is class 3's alone.
+    scores = np.full((6, 4), 0.02)
+    scores[2:, 0] = [0.01, 0.02, 0.03, 0.04]
+    scores[2:, 3] = [0.6, 0.7, 0.8, 0.9]
+    scores[:2] = 0.95  # matched: high on every class, and left out
+    matched = np.array([True, True, False, False, False, False])
+    out = unmatched_class_scores(scores, matched, ["a", "b", "c", "d"], quantiles=(0.9,))
+    assert out["d"]["mean"] == pytest.approx(0.75) and out["d"]["count"] == 4
+    assert out["a"]["mean"] == pytest.approx(0.025) and out["b"]["mean"] == pytest.approx(0.02)
+    assert out["d"]["q90"] == pytest.approx(0.87)  # linear interpolation: 0.8 + 0.7 * (0.9 - 0.8)
+    assert max(out, key=lambda c: out[c]["mean"]) == "d"
+    with pytest.raises(EvalInputError, match="differ"):
+        unmatched_class_scores(scores, matched[:5], ["a", "b", "c", "d"])

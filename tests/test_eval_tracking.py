@@ -356,6 +356,7 @@ def rule_frames() -> list[dict]:
             labels=np.array([0, 1]),
             ids=np.array([0, 1 if t < 2 else 2]),
             query_scores=np.array([0.9, 0.25, 0.01], np.float32),
+            query_class_scores=np.array([[0.9, 0.1], [0.05, 0.25], [0.01, 0.0]], np.float32),
             matched=np.array([True, True, False]),
             matched_slots=np.array([0, 1]),
             kept_slots=np.array([0, 1]),

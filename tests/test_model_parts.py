@@ -360,6 +360,7 @@ def test_post_processing_regathers_class_scores_and_reports_every_query():
             assert torch.equal(res["instance_ids"], ids[b, q])
             torch.testing.assert_close(res["boxes_3d"], boxes[b, q])
             assert torch.equal(res["query_scores"], probs.max(-1).values)
+            torch.testing.assert_close(res["query_class_scores"], probs)  # every class's column, not only the max
             assert torch.equal(res["query_kept"].nonzero().squeeze(-1), q.unique())
             assert len(q) <= 8
             if squeeze:

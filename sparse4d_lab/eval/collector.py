@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .detection import evaluate_detection
-from .false_positives import false_positive_report, query_score_distribution
+from .false_positives import false_positive_report, query_score_distribution, unmatched_class_scores
 from .queries import query_utilisation
 from .records import Detections, Tracks
 from .tracking import evaluate_tracking
@@ -53,6 +53,7 @@ FRAME_ARRAYS = {
     "labels": np.int16,
     "ids": np.int64,
     "query_scores": np.float16,
+    "query_class_scores": np.float16,
     "matched": bool,
     "matched_slots": np.int32,
     "kept_slots": np.int32,
@@ -69,9 +70,10 @@ def save_frames(frames: Sequence[dict[str, Any]], classes: Sequence[str], path: 
         "sample": np.asarray([f["sample"] for f in frames], str),
         "has_distractors": np.asarray([f["distractors"] is not None for f in frames], bool),
     }
+    widths = {**dict.fromkeys(BOX_ARRAYS, 10), "query_class_scores": len(classes)}  # rows of these; the rest 1-D
     for key, dtype in FRAME_ARRAYS.items():
         parts = [np.zeros((0, 10)) if f[key] is None else np.asarray(f[key]) for f in frames]
-        parts = [p.reshape(-1, 10) if key in BOX_ARRAYS else p.reshape(-1) for p in parts]
+        parts = [p.reshape(-1, widths[key]) if key in widths else p.reshape(-1) for p in parts]
         arrays[key] = np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
         arrays[f"{key}_offsets"] = np.r_[0, np.cumsum([len(p) for p in parts])].astype(np.int64)
     np.savez_compressed(path, **arrays)
@@ -86,6 +88,8 @@ def load_frames(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     for i, (scene, t, sample) in enumerate(zip(arrays["scene"], arrays["t"], arrays["sample"], strict=True)):
         frame: dict[str, Any] = {"scene": str(scene), "t": int(t), "sample": str(sample)}
         for key in FRAME_ARRAYS:
+            if f"{key}_offsets" not in arrays:  # a file written before the key existed
+                continue
             lo, hi = arrays[f"{key}_offsets"][i : i + 2]
             frame[key] = arrays[key][lo:hi]
         if not arrays["has_distractors"][i]:
@@ -148,6 +152,7 @@ class EvalCollector:
                     "labels": _np(det["labels_3d"]),
                     "ids": _np(det["instance_ids"]),
                     "query_scores": _np(det["query_scores"]),
+                    "query_class_scores": _np(det["query_class_scores"]),
                     "matched": _np(assignment.positive[b]),
                     "matched_slots": _np(output.anchor_slot[b][assignment.positive[b]]),
                     "kept_slots": _np(output.anchor_slot[b][det["query_kept"]]),
@@ -202,11 +207,12 @@ class EvalCollector:
             distractors=distractors or None,
             samples=samples,
             class_scores=np.concatenate([x["cls_scores"] for x in frames]),
+            classes=self.classes,
         )
-        scores = query_score_distribution(
-            np.concatenate([x["query_scores"] for x in frames]),
-            np.concatenate([x["matched"] for x in frames]),
-        )
+        matched = np.concatenate([x["matched"] for x in frames])
+        scores = query_score_distribution(np.concatenate([x["query_scores"] for x in frames]), matched)
+        class_columns = np.concatenate([x["query_class_scores"] for x in frames])
+        scores["unmatched_by_class"] = unmatched_class_scores(class_columns, matched, self.classes)
         num_slots = self.num_queries or int(max(len(x["query_scores"]) for x in frames))
         queries = query_utilisation(
             [x["matched_slots"] for x in frames],
@@ -244,6 +250,11 @@ class EvalCollector:
         }
         for t in self.fp_thresholds:
             metrics[f"fp_per_frame_{t:g}"] = fp["class_aware"][str(float(t))]["per_frame"]
+        for name in self.classes:
+            metrics[f"unmatched_score/{name}"] = scores["unmatched_by_class"][name]["mean"]
+            metrics[f"hc_fp_cls_per_frame/{name}"] = fp["by_class"][name]["high_confidence_class_per_frame"]
+        per_class = [metrics[f"unmatched_score/{name}"] for name in self.classes]
+        metrics["unmatched_score_worst"] = max((v for v in per_class if not math.isnan(v)), default=math.nan)
         if tracking:
             metrics.update(
                 {

@@ -19,11 +19,15 @@ unmatched queries inflate and confident false positives flood the output. This m
   inside counts as distance 0). Being within that distance of the centre implies it, so the rule covers both;
 * the score distribution of all unmatched queries next to matched ones (`query_score_distribution`), computed
   from raw per-query scores and a matched mask because it is about the model's queries, not post-processed
-  detections.
+  detections;
+* per class: false positives per frame by predicted class (`by_class`), and each class column's score over the
+  unmatched queries (`unmatched_class_scores`). A loss that drops one class's negative signal inflates that
+  class alone, which every pooled figure dilutes.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -116,6 +120,7 @@ def false_positive_report(
     curve_thresholds: Sequence[float] | None = None,
     samples: Sequence[Any] | None = None,
     class_scores: Any = None,
+    classes: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """False positives of `pred` against `gt` (records or `Detections`), per frame and in total.
 
@@ -124,7 +129,8 @@ def false_positive_report(
     `high_confidence`); `high_confidence_class` (only with `class_scores`, one per prediction: the same count on
     the class score); `near_distractor` (only with `distractors`: near / free counts and the near share per
     threshold); `curve` (false positives per frame against the score threshold, both matchings).
-    `samples` lists every frame (frames without any box count with zero false positives).
+    `samples` lists every frame (frames without any box count with zero false positives). `by_class`: the
+    false positives per frame of each predicted class (every class of `classes`, else each predicted one).
     """
     gt = as_detections(gt, "ground truth", gt=True)
     pred = as_detections(pred, "prediction", gt=False)
@@ -165,6 +171,8 @@ def false_positive_report(
                 "near_share": n_near / (n_near + n_free) if n_near + n_free else float("nan"),
             }
         report["near_distractor"] = block
+    names = sorted(set(pred.label.tolist()), key=str) if classes is None else list(classes)
+    report["by_class"] = _by_class(names, pred.label, unmatched["class_aware"], confidence, high_confidence, per_frame)
     curve = np.linspace(0, 1, 21).round(12) if curve_thresholds is None else np.asarray(curve_thresholds, float)
     report["curve"] = {"score_thresholds": curve.tolist()}
     for name, fp in unmatched.items():
@@ -173,6 +181,51 @@ def false_positive_report(
         key = "fp_per_frame" if name == "class_aware" else "fp_per_frame_class_agnostic"
         report["curve"][key] = (above / max(n_frames, 1)).tolist()
     return report
+
+
+def _by_class(
+    names: Sequence[Any],
+    label: np.ndarray,
+    fp: np.ndarray,
+    confidence: Mapping[str, np.ndarray],
+    high_confidence: float,
+    per_frame: Any,
+) -> dict[str, dict[str, float]]:
+    """False positives per frame by predicted class: every one the decoder kept (``per_frame``) and the confident
+    ones (``high_confidence`` on the output score, ``high_confidence_class`` on the class score). A loss that drops
+    one class's negative signal floods that class alone, which the pooled counts dilute."""
+    out = {}
+    for name in names:
+        mine = fp & (label == name)
+        block = {"per_frame": _mean(per_frame(mine))}
+        for key, score in confidence.items():
+            block[f"{key}_per_frame"] = _mean(per_frame(mine & (score >= high_confidence)))
+        out[str(name)] = block
+    return out
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if len(values) else math.nan
+
+
+def unmatched_class_scores(
+    class_scores: Any, matched: Any, classes: Sequence[str], quantiles: Sequence[float] = (0.9, 0.99)
+) -> dict[str, dict[str, float]]:
+    """Each class column's score over the unmatched queries (``class_scores [N, C]``, one row per query): the
+    mean and upper quantiles. The max over classes hides which class lost its negative supervision; its own
+    column shows it drifting up on background queries."""
+    scores = as_numpy(class_scores, float).reshape(-1, len(classes))
+    unmatched = ~as_numpy(matched).astype(bool).reshape(-1)
+    if len(unmatched) != len(scores):
+        raise EvalInputError(f"class scores ({len(scores)} queries) and matched mask ({len(unmatched)}) differ")
+    s = scores[unmatched]
+    out = {}
+    for c, name in enumerate(classes):
+        block = {"count": len(s), "mean": _mean(s[:, c])}
+        for q in quantiles:
+            block[f"q{round(100 * q):d}"] = float(np.quantile(s[:, c], q)) if len(s) else math.nan
+        out[str(name)] = block
+    return out
 
 
 def query_score_distribution(

@@ -13,15 +13,24 @@ DETECTION_METRICS = (
     "hc_fp_cls_per_frame",
     "hc_unmatched_per_frame",
     "unmatched_score_mean",
+    "unmatched_score_worst",
     "matched_score_mean",
     "unmatched_share_above_0.3",
     "gini",
     "gini_survived",
 )
+# Per class, as ``<name>/<class>``: the mean score of the class's own column over unmatched queries, and its
+# false positives per frame at class score >= 0.5 (``unmatched_score_worst``: the largest of the first).
+PER_CLASS_METRICS = ("unmatched_score", "hc_fp_cls_per_frame")
 TRACKING_METRICS = ("MOTA", "IDF1", "id_switches", "ids_best_mota", "HOTA", "AMOTA", "spurious_tracks")
 # Metric keys of one test scene's metrics: test_scene/<scene>/<metric>.
 SCENE_PREFIX = "test_scene/"
 
 
-def metric_names(fp_thresholds: Sequence[float]) -> list[str]:
-    return [*DETECTION_METRICS, *(f"fp_per_frame_{float(t):g}" for t in fp_thresholds), *TRACKING_METRICS]
+def metric_names(fp_thresholds: Sequence[float], classes: Sequence[str] = ()) -> list[str]:
+    return [
+        *DETECTION_METRICS,
+        *(f"fp_per_frame_{float(t):g}" for t in fp_thresholds),
+        *(f"{m}/{c}" for m in PER_CLASS_METRICS for c in classes),
+        *TRACKING_METRICS,
+    ]

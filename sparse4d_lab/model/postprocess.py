@@ -29,8 +29,8 @@ def post_process(
     squeeze_classes: bool = True,
 ) -> list[dict[str, Tensor]]:
     """Per slot: ``boxes_3d [M, 10]``, ``scores_3d``, ``labels_3d``, ``cls_scores``, ``instance_ids``,
-    ``query_index`` (all ``[M]``, best first), ``query_scores [Q]`` (each query's best class score) and
-    ``query_kept [Q]`` bool."""
+    ``query_index`` (all ``[M]``, best first), ``query_scores [Q]`` (each query's best class score),
+    ``query_class_scores [Q, C]`` (every class's) and ``query_kept [Q]`` bool."""
     final = output.final
     scores = score_fn(final.cls.float())  # [B, Q, C]
     B, Q = scores.shape[:2]
@@ -65,6 +65,7 @@ def post_process(
                 "instance_ids": ids[b, q],
                 "query_index": q,
                 "query_scores": query_scores[b],
+                "query_class_scores": scores[b],
                 "query_kept": survived,
             }
         )
