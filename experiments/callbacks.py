@@ -66,8 +66,8 @@ def study_parent(cfg: DictConfig, hydra: DictConfig) -> str:
     tags["primary"] = ",".join(cfg.get("primary") or [])
     # The command that reaches this study again (with other seeds or arms appended: the same parent run).
     tags["command"] = " ".join(["python -m experiments.run", *fixed_overrides(list(hydra.overrides.task), set(params))])
-    key = study_key(cfg.study, list(hydra.overrides.task), set(params))
-    return tracking.study_run(mlflow, exp_id, cfg.study, key, tags)
+    key = study_key(cfg.ab, list(hydra.overrides.task), set(params))
+    return tracking.study_run(mlflow, exp_id, cfg.ab, key, tags)
 
 
 def stop_on_sigterm() -> None:
@@ -121,7 +121,7 @@ class StudyCallback(Callback):
         # One job (or fewer than n_jobs) must not keep the cores joblib would have shared among n_jobs.
         total = math.prod(len(v) for v in sweep_values(config.hydra).values())
         os.environ[MULTIRUN_JOBS_ENV] = str(total)
-        if not config.get("study"):
+        if not config.get("ab"):
             return
         parent = study_parent(config, config.hydra)
         os.environ[STUDY_RUN_ENV] = parent
@@ -133,10 +133,10 @@ class StudyCallback(Callback):
         # hydra/launcher=basic, whose job in this process draws its own bar).
         joblib = config.hydra.launcher._target_.endswith("JoblibLauncher")
         console = Console(stderr=True) if joblib and sys.stderr.isatty() else None
-        self.progress = StudyProgress(mlflow, parent, config.study, total, slots, console=console).start()
+        self.progress = StudyProgress(mlflow, parent, config.ab, total, slots, console=console).start()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if not config.get("study"):
+        if not config.get("ab"):
             return
         if self.progress is not None:
             self.progress.stop()

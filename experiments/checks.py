@@ -24,7 +24,7 @@ from sparse4d_lab.lit import OptimConfig
 from sparse4d_lab.supervision.criterion import Sparse4DCriterion
 
 TOP_LEVEL = (
-    "data", "model", "loss", "trainer", "logger", "seed", "threads", "study", "baseline", "primary", "figures",
+    "data", "model", "loss", "trainer", "logger", "seed", "threads", "ab", "baseline", "primary", "figures",
     "criterion", "train", "eval", "paths", "semantics", "optim", "init", "pretrain", "hydra",
 )  # fmt: skip
 # What each section may hold: the parameters of the code that reads it.

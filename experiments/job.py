@@ -26,7 +26,7 @@ from sparse4d_lab.lit import Sparse4DModule
 from . import tracking
 from .build import build_components, validate
 from .checks import require_writable
-from .job_run import JOB_RESUME_ENV, ddp_handover, job_identity, open_run, process_rank, worker_run
+from .job_run import JOB_RESUME_ENV, ddp_handover, identity_hash, job_identity, open_run, process_rank, worker_run
 from .lease import claim_lock, heartbeat, new_owner
 from .progress import LIVE_ENV, STEPS_TAG
 from .quiet import JobProgressBar, quiet_third_parties
@@ -47,7 +47,7 @@ def train_job(cfg: DictConfig, kind: str = "job", raise_failure: bool = False) -
     quiet_third_parties()
     validate(cfg)
     identity = job_identity(cfg)
-    job_hash = tracking.config_hash(identity)
+    job_hash = identity_hash(identity)
     ckpt_dir = Path(cfg.paths.checkpoints) / job_hash
     require_writable(ckpt_dir, "paths.checkpoints")
     require_writable(Path(cfg.paths.output_dir), "paths.output_dir")

@@ -35,6 +35,16 @@ def job_identity(cfg: DictConfig) -> dict[str, Any]:
     return {k: v for k, v in resolved.items() if k not in NOT_IDENTITY}
 
 
+# Keys hashed under an earlier name, so that the jobs of stores made before a rename are still found: the study's
+# name was the key ``study`` before it took the name of its config group and tag, ``ab``.
+HASHED_AS = {"ab": "study"}
+
+
+def identity_hash(identity: dict[str, Any]) -> str:
+    """The job's identity as a short hash: its checkpoint folder and its runs' ``config_hash`` tag."""
+    return tracking.config_hash({HASHED_AS.get(k, k): v for k, v in identity.items()})
+
+
 def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
     if isinstance(tree, dict):
         out: dict[str, str] = {}
@@ -46,7 +56,7 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
 
 def parent_run(cfg: DictConfig) -> str | None:
     """The study's parent run: from the launching process, or (launchers that lose the environment) looked up."""
-    if not cfg.get("study"):
+    if not cfg.get("ab"):
         return None
     if os.environ.get(STUDY_RUN_ENV):
         return os.environ[STUDY_RUN_ENV]
@@ -86,7 +96,7 @@ def open_run(
     tags = {
         "kind": kind,
         "config_hash": job_hash,
-        "ab": str(cfg.get("study") or ""),
+        "ab": str(cfg.get("ab") or ""),
         "arm": cfg.loss.arm,
         "seed": str(cfg.seed),
         "git_sha": sha,

@@ -26,7 +26,7 @@ from sparse4d_lab.supervision.schemes import build_scheme
 from . import conf, tracking  # noqa: F401  (conf registers model_schema, which the config files extend)
 from .build import data_source
 from .job import train_job
-from .job_run import job_identity
+from .job_run import identity_hash, job_identity
 from .resources import describe_machine
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     """Train (or resume) the base, then write ``pretrain.out`` .pt and .json; returns the provenance."""
     weights = Path(cfg.pretrain.out).with_suffix(".pt")
     identity = job_identity(cfg)
-    job_hash = tracking.config_hash(identity)
+    job_hash = identity_hash(identity)
     guard_out(weights, job_hash, bool(cfg.pretrain.overwrite))
     train_job(cfg, kind="pretrain")
     mlflow = tracking.client(tracking.tracking_uri(cfg.logger.tracking_uri))

@@ -20,7 +20,7 @@ from optuna_integration.pytorch_lightning import PyTorchLightningPruningCallback
 from experiments import tracking
 from experiments.build import validate
 from experiments.job import fit_and_test
-from experiments.job_run import job_identity, log_config
+from experiments.job_run import identity_hash, job_identity, log_config
 
 from .space import SweepSpec
 
@@ -109,7 +109,7 @@ class Objective:
             "trial_params": json.dumps(trial.params, sort_keys=True),
             "arm": cfg.loss.arm,
             "seed": str(cfg.seed),
-            "config_hash": tracking.config_hash(identity),
+            "config_hash": identity_hash(identity),
             "git_sha": sha,
             "git_dirty": str(dirty),
             MLFLOW_PARENT_RUN_ID: c.parent_run,

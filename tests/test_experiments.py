@@ -46,7 +46,7 @@ def compose_cfg(overrides: list[str], tmp_path: Path, cache: Path | None = None)
 @pytest.mark.parametrize("study", names("ab"))
 def test_every_study_composes_and_sweeps_known_arms(study, tmp_path):
     cfg = compose_cfg([f"+ab={study}"], tmp_path)
-    assert cfg.study == study
+    assert cfg.ab == study
     assert cfg.hydra.mode.name == "MULTIRUN"
     arms = cfg.hydra.sweeper.params.loss.split(",")
     assert set(arms) <= set(names("loss")) and cfg.baseline in arms
