@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from .. import geometry
-from .scene import PLAIN, SPECKLE, STRIPES_H, STRIPES_V, Body, Scene
+from .appearance import PLAIN, SPECKLE, STRIPES_H, STRIPES_V
+from .scene import Body, Scene
 
 AMBIENT, DIFFUSE = 0.45, 0.55
 BACKGROUND_ID = -1

@@ -30,9 +30,10 @@ from ..data.mtmc_format import MTMC_CLASSES, boxes_from_mtmc, boxes_to_mtmc, par
 from ..data.real import DataError, class_key
 from ._association import Pairs
 from ._ops import neighbour_pairs
-from .records import EvalInputError, Tracks, encode_tracking
+from .records import EvalInputError, Tracks
 from .trackeval import hota_combine, hota_per_sequence
 from .tracking_frames import TrackingFrames
+from .tracking_input import encode_tracking
 
 AICITY_CLASSES = MTMC_CLASSES  # class id = index
 # Other spellings of the same classes (the project's names match the AI City ones up to case and underscores).

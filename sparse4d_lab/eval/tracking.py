@@ -24,9 +24,10 @@ import numpy as np
 from ._association import Pairs
 from .motmetrics import associate_clear, clear_summary, id_stability_summary
 from .nuscenes_tracking import TrackingConfig, nuscenes_from_input
-from .records import TrackingInput, Tracks, tracking_input
+from .records import Tracks
 from .trackeval import trackeval_metrics
 from .tracking_frames import TrackingFrames
+from .tracking_input import TrackingInput, tracking_input
 
 
 def evaluate_tracking(

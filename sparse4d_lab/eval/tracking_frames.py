@@ -13,7 +13,8 @@ import numpy as np
 from ._association import Pairs
 from ._codes import combine_keys, first_duplicate
 from ._ops import neighbour_pairs
-from .records import EvalInputError, TrackingInput, Tracks, encode_tracking
+from .records import EvalInputError, Tracks
+from .tracking_input import TrackingInput, encode_tracking
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ import numpy as np
 
 from .._codes import segment_bounds
 from .._ops import neighbour_pairs
-from ..records import TrackingInput, Tracks, tracking_input
+from ..records import Tracks
+from ..tracking_input import TrackingInput, tracking_input
 from .loaders import SceneBoxes, create_tracks
 from .metrics import (
     METRIC_ORDER,

@@ -9,7 +9,7 @@ import numpy as np
 
 from .._codes import int_order, segment_bounds
 from .._ops import group_means_like_numpy
-from ..records import EncodedTracks
+from ..tracking_input import EncodedTracks
 
 
 @dataclass(frozen=True)
