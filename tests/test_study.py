@@ -229,7 +229,7 @@ def kill_after_first_checkpoint(proc: subprocess.Popen, workdir: Path) -> None:
 
 def test_killed_pretrain_resumes_into_its_run_and_writes_its_base(workdir, empty_store):
     overrides = ["debug=smoke", "trainer.max_epochs=3", "trainer.limit_train_batches=2", "logger.log_checkpoint=false",
-                 "threads=1"]  # fmt: skip
+                 "threads=1", "train.ema_decay=0.999"]  # fmt: skip
     # The same pretraining never interrupted, beside it, into a store, checkpoints and base of its own.
     shutil.copy(empty_store, workdir / "b.db")
     elsewhere = [f"logger.tracking_uri=sqlite:///{workdir / 'b.db'}", f"paths.checkpoints={workdir / 'b'}",
@@ -250,7 +250,7 @@ def test_killed_pretrain_resumes_into_its_run_and_writes_its_base(workdir, empty
     history = client.get_metric_history(done.info.run_id, "val/mAP")
     assert sorted({m.step for m in history}) == [s for s, _ in record["curves"]["val/mAP"]][-3:]
     assert record["command"] == "python -m experiments.pretrain " + " ".join(overrides)
-    # The base is the EMA of the weights (schedule/pretrain), resumed with them: the base never interrupted holds
+    # The base is the EMA of the weights (train.ema_decay), resumed with them: the base never interrupted holds
     # the same tensors, and they are not the last step's weights.
     assert reference.wait() == 0, (workdir.parent / "0.log").read_text()[-3000:]
     base, whole = (torch.load(path, weights_only=True) for path in (weights, workdir / "b" / "base.pt"))
