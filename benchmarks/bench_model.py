@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import itertools
 import math
 import resource
 import statistics
@@ -66,23 +67,25 @@ def dummy_loss(output) -> torch.Tensor:
     return total + sum(output.aux_losses.values())
 
 
-def job_step_times(steps: int, arm: str) -> dict[str, list[float]]:
-    """Seconds per part of the default job's training step (config ``train`` with ``loss=ARM``), outside
-    Lightning: the same module, batches, loss, clipping and optimizer."""
+def job_step_times(steps: int, arm: str, overrides: tuple[str, ...] = ()) -> dict[str, list[float]]:
+    """Seconds per part of the default job's training step (config ``train`` with ``loss=ARM`` and ``overrides``),
+    outside Lightning: the same module, batches, loss, clipping and optimizer; ``data`` is the wait for the batch."""
     from hydra import compose, initialize_config_module
 
     from experiments.build import build_components
 
     with initialize_config_module("experiments.conf", version_base="1.3"):
-        cfg = compose("train", overrides=[f"loss={arm}", "paths.root=.", "paths.output_dir=."])
+        cfg = compose("train", overrides=[f"loss={arm}", "paths.root=.", "paths.output_dir=.", *overrides])
     torch.manual_seed(int(cfg.seed))
     datamodule, module = build_components(cfg)
+    datamodule.prepare_data()
     datamodule.setup("fit")
     batches = iter(datamodule.train_dataloader())
     optimizer = module.optimizer()
     module.train()
-    parts: dict[str, list[float]] = {"forward": [], "loss": [], "backward": [], "optimizer": [], "step": []}
+    parts: dict[str, list[float]] = {k: [] for k in ("data", "forward", "loss", "backward", "optimizer", "step")}
     for step in range(steps + 3):
+        wait = time.perf_counter()
         batch = next(batches)
         start = time.perf_counter()
         output = module.model(batch)
@@ -96,7 +99,8 @@ def job_step_times(steps: int, arm: str) -> dict[str, list[float]]:
         optimizer.step()
         end = time.perf_counter()
         if step >= 3:
-            times = (forward - start, loss_end - forward, backward - loss_end, end - backward, end - start)
+            marks = (wait, start, forward, loss_end, backward, end)
+            times = [b - a for a, b in itertools.pairwise(marks)] + [end - start]
             for key, seconds in zip(parts, times, strict=True):
                 parts[key].append(seconds)
     return parts

@@ -399,7 +399,7 @@ def test_mtmc_ground_truth_variants(scenes, mtmc_root, tmp_path):
 
 def test_a_frame_that_fails_mid_epoch_is_served_black_and_counted(scenes, mtmc_root, tmp_path, caplog):
     root = copy_scene(mtmc_root, tmp_path)
-    scene = mtmc(root, tmp_path, splits={"train": "train"}).scenes("train")[0]
+    scene = mtmc(root, tmp_path, splits={"train": "train"}, frame_cache=None).scenes("train")[0]
     assert scene.images[0][1].any()
     (root / "train" / "train_0000" / "videos" / "Camera_01.mp4").write_bytes(b"garbage")
     with caplog.at_level(logging.WARNING):
@@ -414,7 +414,7 @@ def _read_in_child(scene, conn):
 
 def test_decoding_continues_in_a_forked_worker(mtmc_root, tmp_path):
     """DataLoader workers fork the process after it decoded frames: the child must decode, not hang."""
-    scene = mtmc(mtmc_root, tmp_path).scenes("train")[0]
+    scene = mtmc(mtmc_root, tmp_path, frame_cache=None).scenes("train")[0]
     expected = scene.images[3]  # the parent's decoders are open (with their threads) at the fork
     ctx = multiprocessing.get_context("fork")
     parent, child = ctx.Pipe()

@@ -4,6 +4,7 @@
     preview --out P.png --mtmc ROOT [--split val --scene Warehouse_017] [--set frame_stride=30]
     preview --out P.png --ovpkl PATH [--split val --scene NAME] [--set heading=tao]
     export --layout mtmc|ovpkl --out DIR [--set 'scenes={"train": 2, "val": 1}']
+    cache --mtmc ROOT [--split train val] [--set frame_stride=10 frame_cache=jpeg] [--workers 2]
 
 ``--set`` overrides fields of the data config in JSON (WarehouseConfig, MtmcConfig or OvpklConfig).
 """
@@ -16,9 +17,13 @@ import json
 import sys
 from typing import Any
 
+from rich.progress import Progress, TextColumn
+
 from ..errors import ConfigError
+from . import frame_cache
 from .config import CLASSES, SPLITS, WarehouseConfig
 from .export import export_mtmc, export_ovpkl
+from .media import MediaError
 from .mtmc import MtmcConfig, MtmcSource
 from .ovpkl import OvpklConfig, OvpklSource
 from .preview import preview
@@ -65,6 +70,23 @@ def _scene(args: argparse.Namespace) -> tuple[SceneData, tuple[str, ...]]:
     return load_split(cfg, args.split, args.cache_dir)[index], CLASSES
 
 
+def cache(cfg: MtmcConfig, splits: list[str] | None, workers: int | None) -> int:
+    """Build the frame cache of the splits' videos with a progress bar, saying first what it will cost."""
+    if not cfg.frame_cache:
+        raise ConfigError("data.frame_cache is null: set it to one of raw, jpeg (--set frame_cache=raw)")
+    entries = MtmcSource(cfg).frame_entries(splits)
+    todo = [e for e in entries if not frame_cache.is_cached(e, cfg.cache_dir)]
+    print(f"frame cache {cfg.frame_cache} at {cfg.image_size}: {len(entries)} videos, {len(todo)} to build")
+    print(f"estimate: {frame_cache.estimate(todo, workers)}", flush=True)
+    columns = (*Progress.get_default_columns(), TextColumn("{task.completed:.0f}/{task.total:.0f} frames"))
+    with Progress(*columns) as bar:
+        task = bar.add_task("decoding", total=sum(frame_cache.decode_cost(e) for e in todo))
+        frame_cache.build(todo, cfg.cache_dir, workers, lambda n: bar.advance(task, n))
+    root = entries[0].folder(cfg.cache_dir).parent if entries else None
+    print(f"done: {len(entries)} videos cached in {root}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sparse4d_lab.data", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,8 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--out", required=True, help="folder to write (split folders inside)")
     e.add_argument("--cache-dir", default=None, help="data cache folder (default: $SPARSE4D_LAB_CACHE or ~/.cache)")
     e.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="synthetic data config overrides")
+    c = sub.add_parser("cache", help="decode an MTMC folder's videos into the frame cache ahead of a study")
+    c.add_argument("--mtmc", metavar="ROOT", required=True, help="the MTMC_Tracking_2025 folder")
+    c.add_argument("--split", nargs="*", default=None, choices=SPLITS, help="splits to cache (default: all)")
+    c.add_argument("--workers", type=int, default=None, help="videos decoded at a time (default: one per core)")
+    c.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="data config overrides (as a job's)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "cache":
+            return cache(_config(MtmcConfig, args.set, root=args.mtmc), args.split, args.workers)
         if args.command == "preview":
             scene, classes = _scene(args)
             print(preview(scene, args.frame, args.out, classes))
@@ -95,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             if cfg.scenes.get(split, 0):
                 for path in write(load_split(cfg, split, args.cache_dir), args.out, split):
                     print(path)
-    except (ConfigError, ValueError) as err:
+    except (ConfigError, ValueError, MediaError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

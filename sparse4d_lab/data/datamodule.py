@@ -4,13 +4,13 @@ batches per split."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import lightning.pytorch as pl
-from torch.utils.data import DataLoader
 
 from .config import CLASSES, WarehouseConfig
-from .dataset import SequenceDataset, collate
+from .dataset import SequenceDataset
+from .loader import SequenceLoader
 from .sampler import TemporalBatchSampler
 from .scene_data import SceneData
 from .synthetic import ensure_dataset, load_split
@@ -83,7 +83,7 @@ class SceneDataModule(pl.LightningDataModule):
         for split in splits.get(stage or "fit", ("train", "val", "test")):
             self.dataset(split)
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
+    def _loader(self, split: str, train: bool) -> SequenceLoader:
         data = self.dataset(split)
         trainer = getattr(self, "trainer", None)
         sampler = TemporalBatchSampler(
@@ -97,36 +97,22 @@ class SceneDataModule(pl.LightningDataModule):
             num_replicas=trainer.world_size if trainer else 1,
             rank=trainer.global_rank if trainer else 0,
         )
-        return DataLoader(
-            data,
-            batch_sampler=sampler,
-            collate_fn=collate,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        return SequenceLoader(data, sampler, self.num_workers)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> SequenceLoader:
         return self._loader("train", train=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> SequenceLoader:
         return self._loader("val", train=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> SequenceLoader:
         return self._loader("test", train=False)
 
 
 class WarehouseDataModule(SceneDataModule):
-    """The DataModule of the synthetic warehouse (cache once, then temporal batches per split)."""
+    """The DataModule of the synthetic warehouse (cache once, then temporal batches per split); ``loading`` takes
+    ``SceneDataModule``'s batch, worker, clip and seed arguments."""
 
-    def __init__(
-        self,
-        config: WarehouseConfig,
-        batch_size: int = 2,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        clip_len: int | None = None,
-        seed: int = 0,
-        cache_dir: str | Path | None = None,
-    ):
-        super().__init__(WarehouseSource(config, cache_dir), batch_size, eval_batch_size, num_workers, clip_len, seed)
+    def __init__(self, config: WarehouseConfig, cache_dir: str | Path | None = None, **loading: Any):
+        super().__init__(WarehouseSource(config, cache_dir), **loading)
         self.config, self.cache_dir = config, cache_dir

@@ -26,6 +26,14 @@ from PIL import Image
 
 log = logging.getLogger(__name__)
 
+# How videos are decoded and scaled to the network's size, as measured fastest (``benchmarks/bench_realdata.py``, 2
+# cores, 1080p H.264 to 704x384): one video decodes fastest with FFmpeg's frame and slice threads (AUTO: 92 fps
+# against 65-80), two at once fastest single-threaded (NONE: 108 fps together against 84-104); swscale's area
+# filter is faster than its bilinear one (6.4 against 8.3 ms a frame) and closer to the area average (41.9 dB).
+THREAD_TYPE = "AUTO"
+PARALLEL_THREAD_TYPE = "NONE"  # for a decoder that runs beside others (the frame cache's build)
+RESIZE = "AREA"
+
 # A file reference: a path, or (HDF5 file, dataset name) as OVPKL's ``data_path`` holds them.
 FileRef = str | tuple[str, str]
 
@@ -83,9 +91,17 @@ class VideoFrames:
     the longest keyframe interval seen so far, seeks to the nearest keyframe first.
     """
 
-    def __init__(self, path: str | Path, fps: float, out_wh: tuple[int, int], gop_guess: int = 250):
+    def __init__(
+        self,
+        path: str | Path,
+        fps: float,
+        out_wh: tuple[int, int],
+        gop_guess: int = 250,
+        thread_type: str = THREAD_TYPE,
+    ):
         self.path, self.fps, self.out_wh = str(path), float(fps), (int(out_wh[0]), int(out_wh[1]))
         self.gop_guess = gop_guess  # x264's default keyframe interval, until the file shows its own
+        self.thread_type = thread_type
         self._reset()
 
     def _reset(self) -> None:
@@ -97,9 +113,11 @@ class VideoFrames:
         self._origin = 0  # pts of frame 0
         self._last_key: int | None = None
         self._gop_seen = 0
+        self._served: tuple[int, np.ndarray] | None = None  # the last frame read: two slots may ask for it in turn
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "fps": self.fps, "out_wh": self.out_wh, "gop_guess": self.gop_guess}
+        keys = ("path", "fps", "out_wh", "gop_guess", "thread_type")
+        return {k: getattr(self, k) for k in keys}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -115,7 +133,7 @@ class VideoFrames:
         self._container = av.open(self.path)
         _OPEN.add(self)
         self._stream = self._container.streams.video[0]
-        self._stream.thread_type = "AUTO"
+        self._stream.thread_type = self.thread_type
         self._frames = self._container.decode(self._stream)
         self._pending = next(self._frames, None)
         if self._pending is None:
@@ -137,6 +155,8 @@ class VideoFrames:
 
     def read(self, index: int) -> np.ndarray:
         """Frame ``index`` as ``[H, W, 3]`` uint8 at ``out_wh``; MediaError if it cannot be decoded."""
+        if self._served is not None and self._served[0] == index:
+            return self._served[1]
         try:
             if self._container is None:
                 self._open()
@@ -158,7 +178,9 @@ class VideoFrames:
                 self._next = current + 1
                 if current == index:
                     w, h = self.out_wh
-                    return frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="BILINEAR")
+                    image = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation=RESIZE)
+                    self._served = (index, image)
+                    return image
                 if current > index:
                     raise MediaError(f"{self.path}: frame {index} is missing (the stream jumps to {current})")
         except (av.error.FFmpegError, OSError) as err:

@@ -21,14 +21,17 @@ ground-truth file can take a minute to parse.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, require
 from .calibration import CameraCalibration, read_calibration
+from .frame_cache import FORMATS, FrameEntry, build, cached_readers
 from .media import CameraFrames, ImageFrames, MediaError, VideoFrames, probe_video
 from .mtmc_format import DEPTH_KEY, GroundTruth, boxes_from_mtmc, read_ground_truth
 from .real import (
@@ -79,10 +82,18 @@ class MtmcConfig(RealDataConfig):
 
     root: str | None = None
     require_gt: bool = True  # False: scenes without ground_truth.json load with no objects (inference)
-    cache_dir: str | None = None  # parsed ground-truth cache; None: $SPARSE4D_LAB_CACHE or ~/.cache/sparse4d_lab
+    cache_dir: str | None = None  # parsed ground truth and frame cache; None: $SPARSE4D_LAB_CACHE or ~/.cache/...
+    frame_cache: str | None = "raw"  # decoded frames stored once (frame_cache.FORMATS); None: decode every read
+    frame_cache_quality: int = 95  # JPEG quality of frame_cache=jpeg
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        require(
+            self.frame_cache is None or self.frame_cache in FORMATS,
+            "data.frame_cache",
+            f"unknown format {self.frame_cache!r}; valid: {', '.join(FORMATS)}, or null to decode the videos directly",
+        )
+        require(1 <= self.frame_cache_quality <= 100, "data.frame_cache_quality", "must lie in [1, 100]")
         if self.root is None:
             raise ConfigError("data.root: set it to the MTMC_Tracking_2025 folder (the one holding train/ and val/)")
         if not Path(self.root).is_dir():
@@ -156,6 +167,8 @@ def load_scene(scene: Path, cfg: MtmcConfig) -> tuple[SceneData, LoadReport]:
     objects = _objects(gt, frame_ids, rig, fps, cfg, report, gt_path)
     out_wh = tuple(int(v) for v in rig.image_wh[0])
     readers = [VideoFrames(scene / "videos" / f"{c}.mp4", i.fps, out_wh) for c, i in zip(names, infos, strict=True)]
+    if cfg.frame_cache:  # every read comes from the cache (built here if missing), never a mix with the videos
+        readers = cached_readers([frame_entry(r, frame_ids, cfg) for r in readers], cfg.cache_dir)
     images = CameraFrames(readers, frame_ids, (out_wh[1], out_wh[0], 3), np.uint8)
     depth = None
     if cfg.with_depth:
@@ -169,6 +182,12 @@ def load_scene(scene: Path, cfg: MtmcConfig) -> tuple[SceneData, LoadReport]:
         depth = CameraFrames(depth_readers, frame_ids, (out_wh[1], out_wh[0]), np.uint16)
     data = assemble(scene.name, frame_ids, frame_ids / fps, rig, objects, images, depth, cfg, report)
     return data, report
+
+
+def frame_entry(video: VideoFrames, frame_ids: np.ndarray, cfg: MtmcConfig) -> FrameEntry:
+    """The frame-cache entry holding what a job reads of one video."""
+    fmt, quality = cfg.frame_cache or "raw", cfg.frame_cache_quality
+    return FrameEntry(Path(video.path), video.fps, tuple(int(f) for f in frame_ids), video.out_wh, fmt, quality)
 
 
 def _objects(
@@ -223,12 +242,28 @@ class MtmcSource:
         needs fails when it loads, naming the file, rather than being passed over."""
         return split_entries(self.root, split, self.config, is_scene, "*")
 
+    def frame_entries(self, splits: Sequence[str] | None = None) -> list[FrameEntry]:
+        """The frame-cache entries of the splits' videos (each once: splits may share scenes)."""
+        direct = dataclasses.replace(self.config, frame_cache=None)
+        entries: dict[str, FrameEntry] = {}
+        for split in splits or self.config.splits:
+            for scene in self.scene_dirs(split):
+                data, _ = load_scene(scene, direct)
+                for reader in data.images.readers:
+                    entry = frame_entry(reader, data.frame_ids, self.config)
+                    entries.setdefault(entry.key, entry)
+        return list(entries.values())
+
     def prepare(self) -> None:
-        """Parse (and cache) every scene's ground truth once, before training starts."""
+        """Parse (and cache) every scene's ground truth once, and decode the videos into the frame cache."""
         for split in self.config.splits:
             for scene in self.scene_dirs(split):
                 if (scene / "ground_truth.json").exists():
                     read_ground_truth(scene / "ground_truth.json", self.config.cache_dir)
+        if self.config.frame_cache:
+            entries = self.frame_entries()
+            log.info("frame cache: %d videos (%s)", len(entries), self.config.frame_cache)
+            build(entries, self.config.cache_dir)
 
     def load(self, scene: Path) -> SceneData:
         data, self.reports[scene.name] = load_scene(scene, self.config)
