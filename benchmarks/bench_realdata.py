@@ -31,7 +31,7 @@ from experiments.resources import describe_machine
 from sparse4d_lab.data import frame_cache
 from sparse4d_lab.data.datamodule import SceneDataModule
 from sparse4d_lab.data.dataset import SequenceDataset
-from sparse4d_lab.data.media import VideoFrames
+from sparse4d_lab.data.media import VideoFrames, encode_image
 from sparse4d_lab.data.mtmc import MtmcConfig, MtmcSource
 
 OUT_WH = (704, 384)  # data=mtmc's image_size
@@ -107,15 +107,8 @@ def bench_decoding(videos: list[Path], frames: int) -> None:
 
 
 def _encoded(frames: list[np.ndarray], fmt: str, quality: int = 95) -> list[bytes]:
-    out = []
-    for frame in frames:
-        buffer = io.BytesIO()
-        if fmt == "jpeg":
-            Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
-        else:
-            Image.fromarray(frame).save(buffer, format="PNG", compress_level=1)
-        out.append(buffer.getvalue())
-    return out
+    options = {"quality": quality} if fmt == "JPEG" else {"compress_level": 1}
+    return [encode_image(frame, fmt, **options) for frame in frames]
 
 
 def bench_formats(frames: list[np.ndarray], tmp: Path) -> None:
@@ -131,7 +124,7 @@ def bench_formats(frames: list[np.ndarray], tmp: Path) -> None:
     rnd = timed(lambda: [np.array(view[i]) for i in shuffled]) / len(frames) * 1e3
     size = raw.stat().st_size / len(frames) / 1e3
     print(f"| raw .npy, memory-mapped | {seq:.3f} | {rnd:.3f} | {size:.0f} | lossless |")
-    for label, fmt, quality in (("JPEG q95", "jpeg", 95), ("JPEG q90", "jpeg", 90), ("PNG (level 1)", "png", 0)):
+    for label, fmt, quality in (("JPEG q95", "JPEG", 95), ("JPEG q90", "JPEG", 90), ("PNG (level 1)", "PNG", 0)):
         blobs = _encoded(frames, fmt, quality)
 
         def decode(i: int, blobs: list[bytes] = blobs) -> np.ndarray:

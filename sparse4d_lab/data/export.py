@@ -10,7 +10,6 @@ and the negated yaw in ``gt_boxes``).
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import pickle
@@ -24,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .config import CLASSES
+from .media import encode_image
 from .mtmc_format import DEPTH_KEY, MTMC_CLASSES, boxes_to_mtmc, camera_name
 from .real import class_key
 from .scene_data import SceneData
@@ -43,15 +43,11 @@ def scene_fps(scene: SceneData) -> float:
 
 
 def _png(array: np.ndarray) -> np.ndarray:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return np.frombuffer(buffer.getvalue(), dtype=np.uint8)
+    return np.frombuffer(encode_image(array, "PNG"), dtype=np.uint8)
 
 
 def _jpeg(array: np.ndarray, quality: int) -> np.ndarray:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="JPEG", quality=quality, subsampling=0)
-    return np.frombuffer(buffer.getvalue(), dtype=np.uint8)
+    return np.frombuffer(encode_image(array, "JPEG", quality=quality, subsampling=0), dtype=np.uint8)
 
 
 def write_video(

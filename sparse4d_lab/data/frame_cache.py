@@ -37,7 +37,7 @@ from PIL import Image
 from ..checksum import file_sha256
 from ..locks import file_lock
 from .config import default_cache_dir
-from .media import PARALLEL_THREAD_TYPE, RESIZE, THREAD_TYPE, MediaError, VideoFrames
+from .media import PARALLEL_THREAD_TYPE, RESIZE, THREAD_TYPE, MediaError, VideoFrames, encode_image
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +94,6 @@ def fingerprint(path: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _jpeg(frame: np.ndarray, quality: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
-
-
 def _write(entry: FrameEntry, folder: Path, progress: Callable[[int], None], thread_type: str) -> dict[str, str]:
     """Decode the entry's frames front to back into ``folder``; the files' names -> SHA-256."""
     reader = VideoFrames(entry.video, entry.fps, entry.out_wh, thread_type=thread_type)
@@ -118,7 +112,8 @@ def _write(entry: FrameEntry, folder: Path, progress: Callable[[int], None], thr
             offsets = [0]
             with open(folder / "frames.jpg", "wb") as f:
                 for index in entry.frames:
-                    offsets.append(offsets[-1] + f.write(_jpeg(reader.read(index), entry.quality)))
+                    jpeg = encode_image(reader.read(index), "JPEG", quality=entry.quality)
+                    offsets.append(offsets[-1] + f.write(jpeg))
                     progress(index + 1 - done)
                     done = index + 1
             np.save(folder / "offsets.npy", np.asarray(offsets, np.int64))
@@ -185,7 +180,9 @@ def ensure_entry(
 def is_cached(entry: FrameEntry, cache_dir: str | Path | None = None) -> bool:
     """Whether the entry exists and matches its video (hashes its files: not free on a large cache)."""
     folder = entry.folder(cache_dir)
-    return folder in _VERIFIED or (folder.exists() and _matches(entry, folder))
+    if folder not in _VERIFIED and folder.exists() and _matches(entry, folder):
+        _VERIFIED.add(folder)
+    return folder in _VERIFIED
 
 
 def decode_cost(entry: FrameEntry) -> int:
@@ -223,9 +220,14 @@ def estimate(entries: Sequence[FrameEntry], workers: int | None = None, sample: 
         per_frame = (time.perf_counter() - start) / len(frames)
     finally:
         reader.close()
-    per_stored = len(_jpeg(frames[-1], first.quality)) if first.format == "jpeg" else first.frame_bytes
-    workers = max(1, min(workers or os.cpu_count() or 1, len(entries)))
-    return Estimate(decode, stored, decode * per_frame / workers, stored * per_stored)
+    jpeg = first.format == "jpeg"
+    per_stored = len(encode_image(frames[-1], "JPEG", quality=first.quality)) if jpeg else first.frame_bytes
+    return Estimate(decode, stored, decode * per_frame / _workers(workers, len(entries)), stored * per_stored)
+
+
+def _workers(asked: int | None, entries: int) -> int:
+    """Videos decoded at a time: as asked (default one per core), at most one per entry."""
+    return max(1, min(asked or os.cpu_count() or 1, entries or 1))
 
 
 def build(
@@ -235,7 +237,7 @@ def build(
     progress: Callable[[int], None] | None = None,
 ) -> list[Path]:
     """Ensure every entry, ``workers`` videos at a time (default: one per core; the decoder's own threads idle)."""
-    workers = max(1, min(workers or os.cpu_count() or 1, len(entries) or 1))
+    workers = _workers(workers, len(entries))
     if workers == 1:
         return [ensure_entry(e, cache_dir, progress) for e in entries]
     with ThreadPoolExecutor(workers) as pool:  # PyAV and Pillow release the GIL while they decode and encode

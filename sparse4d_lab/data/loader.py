@@ -10,6 +10,7 @@ batches are the same as with ``num_workers=0``, slot for slot.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,8 +50,8 @@ def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
     if len(parts) == 1:
         return parts[0]
     sizes = [len(p["scene"]) for p in parts]
-    starts = torch.tensor([0, *sizes[:-1]]).cumsum(0)
-    order = torch.tensor([int(starts[s % len(parts)]) + s // len(parts) for s in range(sum(sizes))])
+    starts = [0, *itertools.accumulate(sizes)]
+    order = torch.tensor([starts[s % len(parts)] + s // len(parts) for s in range(sum(sizes))])
     batch: dict[str, Any] = {}
     for key in parts[0]:
         if key in STACKED:

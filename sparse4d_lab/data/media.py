@@ -210,6 +210,13 @@ def read_bytes_or_array(ref: FileRef, h5: h5py.File | None = None) -> bytes | np
     return data
 
 
+def encode_image(array: np.ndarray, fmt: str, **options: Any) -> bytes:
+    """An array as the bytes of an image file (Pillow's ``fmt``, e.g. PNG or JPEG with ``quality=95``)."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
 def decode_image(ref: FileRef, out_wh: tuple[int, int], depth: bool = False, h5: h5py.File | None = None) -> np.ndarray:
     """One image (``[H, W, 3]`` uint8) or depth map (``[H, W]`` uint16, resized by nearest neighbour)."""
     try:

@@ -186,8 +186,8 @@ def load_scene(scene: Path, cfg: MtmcConfig) -> tuple[SceneData, LoadReport]:
 
 def frame_entry(video: VideoFrames, frame_ids: np.ndarray, cfg: MtmcConfig) -> FrameEntry:
     """The frame-cache entry holding what a job reads of one video."""
-    fmt, quality = cfg.frame_cache or "raw", cfg.frame_cache_quality
-    return FrameEntry(Path(video.path), video.fps, tuple(int(f) for f in frame_ids), video.out_wh, fmt, quality)
+    frames = tuple(int(f) for f in frame_ids)
+    return FrameEntry(Path(video.path), video.fps, frames, video.out_wh, cfg.frame_cache, cfg.frame_cache_quality)
 
 
 def _objects(
