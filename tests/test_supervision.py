@@ -1,3 +1,4 @@
+import inspect
 import itertools
 import math
 
@@ -57,6 +58,14 @@ def test_detr_ce_pushes_unmatched_queries_to_no_object():
     g = grad_rows("detr_ce")
     for row in (1, 2):
         assert (g[row, :C] > 0).all() and g[row, C] < 0
+
+
+@pytest.mark.parametrize("name", ["vfl", "vfl_clamped"])
+def test_varifocal_defaults_are_rt_detrs_and_its_options_stay_visible(name):
+    scheme = build_scheme(name, C)
+    assert (scheme.alpha, scheme.gamma, scheme.cost_alpha, scheme.loss_weight) == (0.75, 2.0, 0.25, 2.0)
+    assert build_scheme(name, C, alpha=0.5).cost_alpha == 0.25  # the matching cost keeps the focal arms' alpha
+    assert {"loss_weight", "alpha", "gamma", "cost_alpha"} <= set(inspect.signature(REGISTRY[name].__init__).parameters)
 
 
 def test_vfl_clamped_gives_the_last_class_no_negative_gradient():

@@ -8,6 +8,8 @@ Background and denoising negative rows are all-zero one-hot, so every class of a
 
 from __future__ import annotations
 
+from functools import partialmethod
+
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -20,15 +22,8 @@ class VariFocal(FocalScheme):
     unmatched_gradient = "negative on every class, weighted alpha * p^gamma"
     needs_iou = True
 
-    def __init__(
-        self,
-        num_classes: int,
-        loss_weight: float = 2.0,
-        alpha: float = 0.75,
-        gamma: float = 2.0,
-        cost_alpha: float | None = 0.25,
-    ):
-        super().__init__(num_classes, loss_weight, alpha, gamma, cost_alpha)
+    # RT-DETR's defaults: negatives weighted with alpha 0.75, matched with the focal cost's alpha 0.25.
+    __init__ = partialmethod(FocalScheme.__init__, alpha=0.75, cost_alpha=0.25)
 
     def targets(self, labels: Tensor) -> Tensor:
         """Class rows used for the one-hot (overridden by the clamped variant)."""
