@@ -2,8 +2,8 @@
 
 Runs ``python -m experiments.run +ab=STUDY [overrides]`` in a temporary working directory (its own MLflow store
 and checkpoints; the data cache is shared), then prints the wall time and, per arm, the mean +- std over seeds of
-the high-confidence false positives per frame, mAP, the tracking figures and the per-class unmatched scores and
-false positives, with a paired t-test of every arm against the baseline.
+the high-confidence false positives per frame, mAP (and its one-class form), the tracking figures and the per-class
+APs, unmatched scores and false positives, with a paired t-test of every arm against the baseline.
 Usage: python benchmarks/bench_study.py [--ab loss_fix] [--keep DIR] [override ...]   (e.g. debug=smoke)
 """
 
@@ -33,6 +33,7 @@ SHOWN = (
     "test/unmatched_score_mean",
     "test/unmatched_score_worst",
     "test/mAP",
+    "test/mAP_agnostic",
     "test/NDS",
     "test/IDF1",
     "test/HOTA",
@@ -59,7 +60,9 @@ def per_arm(uri: str, study: str) -> tuple[str, dict[str, dict[int, dict[str, fl
 def report(baseline: str, arms: dict[str, dict[int, dict[str, float]]]) -> None:
     base = arms.get(baseline, {})
     logged = {k for seeds in arms.values() for metrics in seeds.values() for k in metrics}
-    per_class = sorted(k for k in logged if k.startswith(("test/unmatched_score/", "test/hc_fp_cls_per_frame/")))
+    per_class = sorted(
+        k for k in logged if k.startswith(("test/AP/", "test/unmatched_score/", "test/hc_fp_cls_per_frame/"))
+    )
     for key in [*SHOWN, *per_class]:
         print(f"\n{key}")
         for arm, seeds in sorted(arms.items(), key=lambda kv: kv[0] != baseline):

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from records import box
+from records import box, collector_frame
 
 from sparse4d_lab.eval import DetectionConfig, Detections, EvalInputError, evaluate_detection
 from sparse4d_lab.eval.__main__ import main
+from sparse4d_lab.eval.collector import EvalCollector
 from sparse4d_lab.eval.detection import detection_metric_data
 
 
@@ -187,3 +188,32 @@ def test_cli_reports_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[str
     pred_file.write_text("[]")
     assert main(["detection", "--gt", str(gt_file), "--pred", str(pred_file)]) == 0
     assert json.loads(capsys.readouterr().out)["mAP"] == 0.0
+
+
+@pytest.mark.parametrize("labels, expected_ap", [([0, 1], 1.0), ([1, 0], 0.0)])
+def test_the_one_class_map_counts_a_box_on_the_spot_whatever_class_it_was_given(labels, expected_ap) -> None:
+    # A person and a robot 5 m apart (beyond every distance threshold), each detected exactly on the spot, in two
+    # frames. Labelled right, every AP is 1; labels swapped, each class's only detection sits 5 m from its only
+    # GT (AP 0, so mAP 0) while the boxes, one class for all, still cover every GT at precision 1: AP 1.
+    gt = np.zeros((2, 10), np.float32)
+    gt[:, :3], gt[:, 3:6] = [[0.0, 0.0, 0.9], [5.0, 0.0, 0.3]], [[0.6, 0.6, 1.8], [0.9, 0.7, 0.5]]
+    fields = {
+        "distractors": None,
+        "boxes": gt.copy(),
+        "scores": np.array([0.8, 0.6], np.float32),
+        "cls_scores": np.array([0.8, 0.6], np.float32),
+        "labels": np.array(labels),
+        "ids": np.array([0, 1]),
+        "query_scores": np.array([0.8, 0.6], np.float32),
+        "query_class_scores": np.array([[0.8, 0.1], [0.1, 0.6]], np.float32)[labels],
+        "matched": np.array([True, True]),
+        "matched_slots": np.array([0, 1]),
+        "kept_slots": np.array([0, 1]),
+    }
+    collector = EvalCollector(["person", "nova_carter"], num_queries=2)
+    collector.frames = [collector_frame(t, gt, **fields) for t in range(2)]
+    metrics = collector.compute()
+    assert metrics["mAP"] == pytest.approx(expected_ap, abs=1e-12)
+    assert metrics["AP/person"] == metrics["AP/nova_carter"] == pytest.approx(expected_ap, abs=1e-12)
+    assert metrics["mAP_agnostic"] == pytest.approx(1.0, abs=1e-12)
+    assert collector.report["detection_one_class"]["mean_dist_aps"] == {"object": pytest.approx(1.0, abs=1e-12)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,12 @@ from .tracking import evaluate_tracking
 
 def _np(x: torch.Tensor) -> np.ndarray:
     return x.detach().float().cpu().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
+
+
+def one_class(det: Detections) -> Detections:
+    """The same boxes under one label: the AP over them is what the boxes reach whatever class they were given, so
+    its gap to the mAP is what confusing one class for another costs."""
+    return replace(det, label=np.full(len(det), "object"))
 
 
 def frame_detections(frames: Sequence[dict[str, Any]], classes: Sequence[str], gt: bool) -> Detections:
@@ -199,6 +206,7 @@ class EvalCollector:
         samples = [x["sample"] for x in frames]
         distractors = {x["sample"]: x["distractors"] for x in frames if x["distractors"] is not None}
         detection = evaluate_detection(gt, pred, classes=self.classes) if len(gt) else {}
+        agnostic = evaluate_detection(one_class(gt), one_class(pred), classes=("object",)) if len(gt) else {}
         fp = false_positive_report(
             gt,
             pred,
@@ -227,6 +235,7 @@ class EvalCollector:
         )
         report = {
             "detection": detection,
+            "detection_one_class": agnostic,
             "false_positives": fp,
             "query_scores": scores,
             "queries": queries,
@@ -234,6 +243,7 @@ class EvalCollector:
         }
         metrics = {
             "mAP": detection.get("mAP", math.nan),
+            "mAP_agnostic": agnostic.get("mAP", math.nan),
             "NDS": detection.get("NDS", math.nan),
             "hc_fp_per_frame": fp["high_confidence"]["per_frame"],
             "hc_fp_cls_per_frame": fp["high_confidence_class"]["per_frame"],
@@ -251,6 +261,7 @@ class EvalCollector:
         for t in self.fp_thresholds:
             metrics[f"fp_per_frame_{t:g}"] = fp["class_aware"][str(float(t))]["per_frame"]
         for name in self.classes:
+            metrics[f"AP/{name}"] = detection.get("mean_dist_aps", {}).get(name, math.nan)
             metrics[f"unmatched_score/{name}"] = scores["unmatched_by_class"][name]["mean"]
             metrics[f"hc_fp_cls_per_frame/{name}"] = fp["by_class"][name]["high_confidence_class_per_frame"]
         per_class = [metrics[f"unmatched_score/{name}"] for name in self.classes]

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 # plus ``fp_per_frame_<t>`` for each false-positive threshold; tracking ones only when the split has tracks.
 DETECTION_METRICS = (
     "mAP",
+    "mAP_agnostic",
     "NDS",
     "hc_fp_per_frame",
     "hc_fp_cls_per_frame",
@@ -19,9 +20,10 @@ DETECTION_METRICS = (
     "gini",
     "gini_survived",
 )
-# Per class, as ``<name>/<class>``: the mean score of the class's own column over unmatched queries, and its
-# false positives per frame at class score >= 0.5 (``unmatched_score_worst``: the largest of the first).
-PER_CLASS_METRICS = ("unmatched_score", "hc_fp_cls_per_frame")
+# Per class, as ``<name>/<class>``: the class's AP (mean over distance thresholds), the mean score of its own column
+# over unmatched queries, and its false positives per frame at class score >= 0.5 (``unmatched_score_worst``: the
+# largest of the second).
+PER_CLASS_METRICS = ("AP", "unmatched_score", "hc_fp_cls_per_frame")
 TRACKING_METRICS = ("MOTA", "IDF1", "id_switches", "ids_best_mota", "HOTA", "AMOTA", "spurious_tracks")
 # Metric keys of one test scene's metrics: test_scene/<scene>/<metric>.
 SCENE_PREFIX = "test_scene/"
