@@ -16,7 +16,7 @@ from statsmodels.stats.power import tt_solve_power
 
 from analysis import report
 from analysis.figures import paired_seeds
-from analysis.outcomes import outcome_notes, outcome_table, scene_values
+from analysis.outcomes import outcome_notes, outcome_table, outcomes_markdown, scene_values
 from analysis.runs import RunRecord
 
 BASE, FIX, OTHER = "focal_filtered", "focal_onehot", "detr_ce"
@@ -92,6 +92,23 @@ def test_the_paired_bootstrap_keeps_seeds_and_scenes_paired():
     base = row(table, BASE, "test/mAP")
     assert base["boot_low"] < base["mean"] < base["boot_high"] and base["boot_high"] - base["boot_low"] > 0.1
     assert base["n_scenes"] == 3 and base["var_test"] > base["var_seed"]  # the scenes differ more than the seeds
+
+
+def test_each_interval_is_around_its_own_estimate_when_the_whole_split_metric_is_not_the_scene_mean():
+    # mAP pools its matches over the split, so it is not the mean of its per-scene values: here 0.2 above it.
+    pooled = [r for r in records() if r.arm in (BASE, FIX)]
+    for r in pooled:
+        r.metrics["test/mAP"] += 0.2
+    table = outcome_table(pooled, [BASE, FIX], BASE, ["test/mAP"])
+    base, fix = row(table, BASE, "test/mAP"), row(table, FIX, "test/mAP")
+    assert base["mean"] == pytest.approx(np.mean(MAP[BASE]) + 0.2)  # the whole-split value, as the main table's
+    assert base["scene_mean"] == pytest.approx(np.mean(MAP[BASE]))  # the bootstrap's own estimate
+    assert base["boot_low"] < base["scene_mean"] < base["boot_high"] < base["mean"]
+    assert fix["diff"] == pytest.approx(0.1) and fix["scene_diff"] == pytest.approx(0.1)
+    [line] = [line for line in outcomes_markdown(table, []).splitlines() if line.startswith(f"| mAP | {BASE}")]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2] == f"{np.mean(MAP[BASE]) + 0.2:.3f}"
+    assert cells[4] == f"{np.mean(MAP[BASE]):.3f} [{base['boot_low']:.3f}, {base['boot_high']:.3f}]"
 
 
 def test_probability_of_improvement_follows_the_metric_direction():
